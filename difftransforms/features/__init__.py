@@ -1,0 +1,1 @@
+"""difftransforms.features (under construction)."""

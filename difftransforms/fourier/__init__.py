@@ -1,0 +1,1 @@
+"""difftransforms.fourier (under construction)."""

@@ -1,0 +1,1 @@
+"""difftransforms.ops (under construction)."""

@@ -1,0 +1,1 @@
+"""difftransforms.scattering (under construction)."""

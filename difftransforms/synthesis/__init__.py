@@ -1,0 +1,1 @@
+"""difftransforms.synthesis (under construction)."""

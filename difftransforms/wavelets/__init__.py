@@ -1,0 +1,1 @@
+"""difftransforms.wavelets (under construction)."""
