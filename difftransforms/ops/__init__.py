@@ -1,5 +1,24 @@
 """Custom operators: the scattering modulus-convolution step and kernel reductions."""
 
+from .kernel_reduction import (
+    KernelSum,
+    MMDLoss,
+    feature_mmd,
+    kernel_norm,
+    kernel_sum,
+    median_heuristic,
+    mmd,
+)
 from .modconv import filter_fold, modulus
 
-__all__ = ["filter_fold", "modulus"]
+__all__ = [
+    "KernelSum",
+    "MMDLoss",
+    "feature_mmd",
+    "kernel_norm",
+    "kernel_sum",
+    "median_heuristic",
+    "mmd",
+    "filter_fold",
+    "modulus",
+]

@@ -1,0 +1,149 @@
+"""Scattering2D / ScatteringMoments vs kymatio 0.3 (torch frontend), CPU by default.
+
+    python -m benchmarks.scattering --threads 1 [--quick] [--no-write] [--no-memory]
+
+Times forward and forward+backward of ``Scattering2D`` (reflect padding, equal to
+kymatio's output) and of ``ScatteringMoments`` against kymatio's ``Scattering2D`` in the
+same run, the peak memory of forward+backward of each in its own process, and the filter
+bank construction. kymatio objects are built outside the timed regions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from benchmarks._harness import Bench, parser, peak_rss_mb, setup_threads, timeit
+
+try:  # kymatio's public entry point fails with scipy >= 1.17; the frontend class works
+    from kymatio.scattering2d.filter_bank import filter_bank as kymatio_filter_bank
+    from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
+except Exception:  # pragma: no cover - reported in the table
+    ScatteringTorch2D = None
+    kymatio_filter_bank = None
+
+from difftransforms.scattering import (
+    Scattering2D,
+    ScatteringMoments,
+    get_backend,
+    morlet_filter_bank,
+)
+
+CASES = [((1, 1, 256, 256), 4), ((8, 3, 256, 256), 4), ((1, 1, 512, 512), 5)]
+QUICK = [((1, 1, 64, 64), 3), ((2, 3, 64, 64), 3)]
+
+_MEM_OURS = """
+import torch
+{threads}
+from difftransforms.scattering import {cls}
+S = {ctor}
+x = torch.rand({shape}, requires_grad=True)
+S(x).sum().backward()  # warm-up (allocator, FFT plans)
+x.grad = None
+#--measure--
+S(x).sum().backward()
+"""
+
+_MEM_KYMATIO = """
+import torch
+{threads}
+from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
+S = ScatteringTorch2D({J}, {hw}, L=8, max_order=2)
+x = torch.rand({shape}, requires_grad=True)
+S(x).sum().backward()
+x.grad = None
+#--measure--
+S(x).sum().backward()
+"""
+
+
+def _fwd_bwd(f, x):
+    def run():
+        x.grad = None
+        f(x).sum().backward()
+    return run
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--backend", default="auto", help="auto | reference | compiled")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    args = p.parse_args()
+    setup_threads(args.threads)
+    threads = f"torch.set_num_threads({args.threads})" if args.threads else ""
+    backend = get_backend(args.backend)
+    cases = QUICK if args.quick else CASES
+    bench = Bench(f"Scattering2D / ScatteringMoments vs kymatio 0.3, L=8, order 2, float32, "
+                  f"{args.device}")
+    bench.note(f"difftransforms backend: {backend.name}")
+    membench = Bench("Scattering2D / ScatteringMoments vs kymatio 0.3: peak memory of "
+                     "forward+backward, float32, cpu",
+                     unit_note="peak RSS increase of a fresh process")
+    membench.note("'speed-up' column here = kymatio's memory / ours (> 1: we use less)")
+    kw = {"repeat": args.repeat, "max_seconds": 30.0}
+
+    for shape, J in cases:
+        B, C, H, W = shape
+        tag = f"{B}x{C}x{H}x{W} J={J}"
+        x = torch.rand(shape, device=args.device)
+        ours = Scattering2D(J, (H, W), L=8, backend=backend).to(args.device)
+        mom = ScatteringMoments(J, L=8, backend=backend)
+        kym = None
+        if ScatteringTorch2D is not None:
+            t0 = time.perf_counter()
+            kym = ScatteringTorch2D(J, (H, W), L=8, max_order=2).to(args.device)
+            bench.note(f"kymatio Scattering2D construction for {H}x{W} J={J}: "
+                       f"{time.perf_counter() - t0:.1f} s (not timed below)")
+            with torch.no_grad():
+                err = ((ours(x) - kym(x)).abs().max() / kym(x).abs().max()).item()
+            bench.note(f"{tag}: max |ours - kymatio| / max |kymatio| = {err:.1e}")
+        peers = {"kymatio": (lambda: kym(x)) if kym is not None else None}
+        with torch.no_grad():
+            bench.compare(f"Scattering2D fwd {tag}", lambda: ours(x), peers, **kw)
+            bench.compare(f"ScatteringMoments fwd {tag}", lambda: mom(x), peers, **kw)
+        xg = x.clone().requires_grad_(True)
+        peers_bwd = {"kymatio": _fwd_bwd(kym, xg) if kym is not None else None}
+        bench.compare(f"Scattering2D fwd+bwd {tag}", _fwd_bwd(ours, xg), peers_bwd, **kw)
+        bench.compare(f"ScatteringMoments fwd+bwd {tag}", _fwd_bwd(mom, xg), peers_bwd, **kw)
+        del kym
+        if args.no_memory or args.device != "cpu":
+            continue
+        mem: dict[str, float | str] = {}
+        for name, code in (
+            ("ours", _MEM_OURS.format(threads=threads, cls="Scattering2D", shape=shape,
+                                      ctor=f"Scattering2D({J}, ({H}, {W}), L=8, "
+                                           f"backend={args.backend!r})")),
+            ("moments", _MEM_OURS.format(threads=threads, cls="ScatteringMoments", shape=shape,
+                                         ctor=f"ScatteringMoments({J}, L=8, "
+                                              f"backend={args.backend!r})")),
+            ("kymatio", _MEM_KYMATIO.format(threads=threads, J=J, hw=(H, W), shape=shape)),
+        ):
+            try:
+                mem[name] = peak_rss_mb(code)
+            except RuntimeError as e:
+                mem[name] = f"failed: {str(e).splitlines()[-1][:60]}"
+        for name, label in (("ours", "Scattering2D"), ("moments", "ScatteringMoments")):
+            v = mem[name]
+            membench.add(f"{label} fwd+bwd {tag}", v if isinstance(v, float) else None,
+                         {"kymatio": mem["kymatio"]})
+
+    # filter construction
+    fb_shape, fb_J = ((288, 288), 4) if not args.quick else ((80, 80), 3)
+    peer_fb = None
+    if kymatio_filter_bank is not None:
+        def peer_fb():
+            return kymatio_filter_bank(fb_shape[0], fb_shape[1], fb_J, 8)
+    bench.compare(f"filter bank {fb_shape[0]}x{fb_shape[1]} J={fb_J} L=8 (padded 256², J=4)",
+                  lambda: morlet_filter_bank(fb_shape, fb_J, 8),
+                  {"kymatio": peer_fb}, warmup=0, repeat=1)
+    bench.compare("filter bank 512x512 J=6 L=8 (ours only)",
+                  lambda: morlet_filter_bank((512, 512), 6, 8), {}, warmup=1, repeat=3)
+    bench.report(write=not args.no_write)
+    if membench.rows:
+        membench.report(write=not args.no_write,
+                        fmt=lambda v: "n/a" if v is None else f"{v:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

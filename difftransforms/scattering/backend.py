@@ -1,0 +1,174 @@
+"""Backends of the scattering core: the modulus-convolution primitive, swappable.
+
+The scattering math (:mod:`.core`) never calls the custom ops directly; it receives a
+:class:`Backend`, a small namespace of
+
+- ``filter_fold(xhat, filters, width, k)``: ``(N, H, W//2+1)`` rfft2 half spectrum times
+  ``(F, H, W)`` real Fourier filters, folded to ``(N, F, H//k, W//k)`` (so that ``ifft2`` of
+  it is the filtered signal sampled every ``k`` pixels), see
+  :mod:`difftransforms.ops.modconv_reference`;
+- ``modulus(z)``: ``|z|`` with the stable gradient (0 at ``z == 0``);
+- ``rfft2`` / ``ifft2`` / ``fft2`` over the last two dimensions.
+
+Backends:
+
+- ``"reference"``: :mod:`difftransforms.ops.modconv_reference` (the ops' ground truth; it
+  materialises the full-resolution product and folds it with a reshape-mean);
+- ``"compiled"``: the C++/CUDA custom ops of :mod:`difftransforms.ops` (an error if they
+  are not built);
+- ``"torch"``: a faster pure-PyTorch fold (full complex spectrum from ``fft2``, the fold
+  as a sum over the ``k²`` aliased blocks, blocks where the filters vanish skipped);
+- ``"auto"``: ``"compiled"`` when the ops report a compiled backend, else ``"torch"``.
+
+A backend's ``rfft2`` produces whatever spectrum its ``filter_fold`` consumes: the half
+spectrum for the ops, the full spectrum for ``"torch"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["BACKENDS", "Backend", "filter_fold_torch", "get_backend"]
+
+BACKENDS = ("auto", "reference", "compiled", "torch")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the scattering core needs from its backend (see the module docstring).
+
+    ``materializes`` says that ``filter_fold`` builds the full ``(N, F, H, W)`` product (the
+    reference does): the core then splits big batches to bound the peak memory.
+    """
+
+    name: str
+    filter_fold: Callable[[Tensor, Tensor, int, int], Tensor]
+    modulus: Callable[[Tensor], Tensor]
+    materializes: bool = True
+    rfft2: Callable[[Tensor], Tensor] = torch.fft.rfft2
+    fft2: Callable[[Tensor], Tensor] = torch.fft.fft2
+    ifft2: Callable[[Tensor], Tensor] = torch.fft.ifft2
+
+
+def _ops_info() -> str | None:
+    """The ops package's own description of its active backend, if it offers one."""
+    from difftransforms import ops
+
+    for name in ("backend_info", "backend", "active_backend"):
+        fn = getattr(ops, name, None)
+        if callable(fn):
+            try:
+                info = fn()
+            except Exception as e:  # report, do not hide
+                return f"unknown ({type(e).__name__}: {e})"
+            return str(info)
+    return None
+
+
+def _compiled_ops() -> tuple[Callable, Callable] | None:
+    """The compiled ``filter_fold`` / ``modulus`` if the kernels are built and loaded."""
+    from difftransforms.ops import modconv
+
+    for ff, mod in (("filter_fold_compiled", "modulus_compiled"),
+                    ("compiled_filter_fold", "compiled_modulus")):
+        if callable(getattr(modconv, ff, None)) and callable(getattr(modconv, mod, None)):
+            available = getattr(modconv, "compiled_available", None)
+            if callable(available) and not available():
+                return None
+            return getattr(modconv, ff), getattr(modconv, mod)
+    ns = getattr(torch.ops, "difftransforms", None)
+    if ns is not None:
+        try:
+            return ns.filter_fold, ns.modulus
+        except (AttributeError, RuntimeError):
+            return None
+    return None
+
+
+def _live_blocks(filters: Tensor, k: int) -> list[tuple[int, int]]:
+    """The aliased ``(a, b)`` blocks of ``filters`` holding a non-zero value (the bank's
+    filters are exactly zero far from their support): one reduction over the filters."""
+    F, H, W = filters.shape
+    live = filters.detach().abs().reshape(F, k, H // k, k, W // k).amax(dim=(0, 2, 4))
+    return [(a, b) for a, row in enumerate((live > 1e-30).tolist())
+            for b, v in enumerate(row) if v]
+
+
+def filter_fold_torch(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
+    """``filter_fold`` (same result as the reference) as a sum over the ``k²`` aliased blocks
+    of the product, skipping blocks where every filter is exactly or numerically zero (below
+    1e-30: on CPU only, where the check costs no device sync).
+
+    Accepts the rfft2 half spectrum ``(N, H, W//2+1)`` or the full spectrum ``(N, H, W)``.
+    """
+    if xhat.shape[-1] != width:
+        from difftransforms.ops.modconv_reference import full_spectrum
+
+        xhat = full_spectrum(xhat, width)
+    N, H, W = xhat.shape
+    F = filters.shape[0]
+    if filters.shape[-2:] != (H, W):
+        raise ValueError(f"filters have spatial shape {tuple(filters.shape[-2:])}, "
+                         f"expected {(H, W)}")
+    if H % k or W % k:
+        raise ValueError(f"fold factor k={k} must divide the spectrum size {(H, W)}")
+    # complex x complex is several times faster than complex x real in PyTorch (CPU)
+    if k == 1:
+        return xhat[:, None] * filters.to(xhat.dtype)[None]
+    h, w = H // k, W // k
+    fc = filters.to(xhat.dtype) * (1.0 / (k * k))
+    if filters.device.type == "cpu" and not filters.requires_grad:
+        blocks = _live_blocks(filters, k)
+    else:
+        blocks = [(a, b) for a in range(k) for b in range(k)]
+    if not blocks:
+        return xhat.new_zeros(N, F, h, w)
+    out: Tensor | None = None
+    for a, b in blocks:
+        xb = xhat[:, None, a * h:(a + 1) * h, b * w:(b + 1) * w]
+        fb = fc[None, :, a * h:(a + 1) * h, b * w:(b + 1) * w]
+        out = xb * fb if out is None else torch.addcmul(out, xb, fb)
+    return out
+
+
+def get_backend(name: str | Backend = "auto") -> Backend:
+    """The :class:`Backend` called ``name`` (``"auto"``, ``"reference"`` or ``"compiled"``).
+
+    >>> get_backend("reference").name
+    'reference'
+    """
+    if isinstance(name, Backend):
+        return name
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    if name == "reference":
+        from difftransforms.ops.modconv_reference import filter_fold_reference, modulus_reference
+
+        return Backend("reference", filter_fold_reference, modulus_reference, True)
+    if name == "compiled":
+        ops = _compiled_ops()
+        if ops is None:
+            raise RuntimeError(
+                "the compiled scattering ops (difftransforms.ops) are not available; build "
+                "them (see `difftransforms doctor`) or use backend='reference' / 'auto'")
+        return Backend("compiled", ops[0], ops[1], False)
+    if name == "torch":
+        return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2)
+    from difftransforms import ops
+
+    info = _ops_info()
+    compiled = info is not None and "compiled" in info.lower() and "reference" not in info.lower()
+    if compiled:
+        return Backend(f"auto: compiled ({info})", ops.filter_fold, ops.modulus, False)
+    return Backend("auto: torch" + (f" (ops: {info})" if info else ""), filter_fold_torch,
+                   torch.abs, False, rfft2=torch.fft.fft2)
+
+
+def backend_description(name: str | Backend = "auto") -> str:
+    """One line saying which implementation ``name`` resolves to (for benchmarks/doctor)."""
+    b = get_backend(name)
+    return b.name

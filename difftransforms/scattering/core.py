@@ -1,0 +1,165 @@
+"""Backend-agnostic scattering math (kymatio's ``core``): no padding, no filter building.
+
+Every function here takes its modulus-convolution primitive as a :class:`~.backend.Backend`
+argument and works on real ``(N, H, W)`` signals (the frontends flatten batch and channel
+dimensions into ``N``). The hot step is always the same:
+
+    rfft2(signal) -> filter_fold(all filters of one scale and resolution) -> ifft2 -> modulus
+
+with all ``L`` orientations (and all scales sharing a fold factor) in one ``filter_fold``
+call, and every second-order path of a ``(j1, j2)`` pair batched over ``(N·L1, L2)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from .backend import Backend
+
+__all__ = ["fold", "modulus_maps", "moments_core", "scattering2d_core"]
+
+# The reference filter_fold materialises (N, F, H, W) complex values: split bigger batches.
+FOLD_BUDGET_BYTES = 96 * 2**20
+
+
+def fold(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
+    """``backend.filter_fold`` over ``(N, H, W//2+1)`` with the batch split so that a
+    materialising backend never builds more than :data:`FOLD_BUDGET_BYTES` at once."""
+    n = xhat.shape[0]
+    per_item = filters.shape[0] * xhat.shape[-2] * width * xhat.element_size() * 2
+    if not backend.materializes or n * per_item <= FOLD_BUDGET_BYTES or n == 1:
+        return backend.filter_fold(xhat, filters, width, k)
+    step = max(1, FOLD_BUDGET_BYTES // per_item)
+    return torch.cat([backend.filter_fold(xhat[i:i + step], filters, width, k)
+                      for i in range(0, n, step)])
+
+
+def modulus_maps(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
+    """``|ifft2(filter_fold(xhat, filters, width, k))|``: ``(N, F, H/k, W/k)`` real maps of
+    ``|x ⋆ ψ_f|`` sampled every ``k`` pixels."""
+    return backend.modulus(backend.ifft2(fold(backend, xhat, filters, width, k)))
+
+
+def _lowpass(backend: Backend, uhat: Tensor, phi: Tensor, width: int, k: int) -> Tensor:
+    """``(N, h, w//2+1)`` spectra -> ``(N, h/k, w/k)`` real ``u ⋆ φ`` sampled every ``k``."""
+    return backend.ifft2(fold(backend, uhat, phi[None], width, k))[:, 0].real
+
+
+def _use_checkpoint(memory_efficient: bool, *tensors: Tensor) -> bool:
+    return memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
+                      phi_levels: list[Tensor], J: int, max_order: int,
+                      unpad: Callable[[Tensor], Tensor], *,
+                      memory_efficient: bool = True) -> Tensor:
+    """Scattering coefficients ``(N, K, h, w)`` of real signals ``x`` ``(N, M, N')`` (already
+    padded to sizes divisible by ``2^J``), in kymatio's order: order 0; order 1 by
+    ``(j1, θ1)``; order 2 by ``(j1, θ1, j2, θ2)`` with ``j2 > j1``.
+
+    Args:
+        psi_levels: ``psi_levels[r]`` ``(J, L, M/2^r, N'/2^r)`` wavelets for resolution ``r``.
+        phi_levels: ``phi_levels[r]`` ``(M/2^r, N'/2^r)`` low-pass for resolution ``r``.
+        unpad: crops each ``(..., M/2^J, N'/2^J)`` low-passed map to the output grid.
+        memory_efficient: recompute each second-order block in the backward pass instead of
+            keeping its complex intermediates (less memory, slightly more time).
+    """
+    n, M, W = x.shape
+    L = psi_levels[0].shape[1]
+    xhat = backend.rfft2(x)
+    out = [unpad(_lowpass(backend, xhat, phi_levels[0], W, 2**J))[:, None]]
+    s1: list[Tensor] = []
+    s2: list[Tensor] = []
+    for j1 in range(J):
+        u1 = modulus_maps(backend, xhat, psi_levels[0][j1], W, 2**j1)  # (n, L, h1, w1)
+        h1, w1 = u1.shape[-2:]
+        u1hat = backend.rfft2(u1).reshape(n * L, h1, -1)
+        s1.append(unpad(_lowpass(backend, u1hat, phi_levels[j1], w1, 2 ** (J - j1)))
+                  .reshape(n, L, *out[0].shape[-2:]))
+        if max_order < 2 or j1 == J - 1:
+            continue
+
+        def second(u1hat: Tensor, j1: int = j1, h1: int = h1, w1: int = w1) -> Tensor:
+            blocks = []
+            for j2 in range(j1 + 1, J):
+                u2 = modulus_maps(backend, u1hat, psi_levels[j1][j2], w1, 2 ** (j2 - j1))
+                h2, w2 = u2.shape[-2:]
+                u2hat = backend.rfft2(u2).reshape(n * L * L, h2, -1)
+                s = unpad(_lowpass(backend, u2hat, phi_levels[j2], w2, 2 ** (J - j2)))
+                blocks.append(s.reshape(n, L, 1, L, *s.shape[-2:]))
+            # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
+            return torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:])
+
+        if _use_checkpoint(memory_efficient, u1hat):
+            s2.append(checkpoint(second, u1hat, use_reentrant=False))
+        else:
+            s2.append(second(u1hat))
+    return torch.cat(out + s1 + s2, dim=1)
+
+
+def moments_core(x: Tensor, backend: Backend, psi_levels: list[Tensor], J: int, *,
+                 max_order: int = 2, oversampling: int = 1,
+                 memory_efficient: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Spatial means of scattering moduli of periodic signals ``x`` ``(N, H, W)``.
+
+    Returns ``S1`` ``(N, J, L)`` = ``mean |x ⋆ ψ_{j,θ}|`` and ``S2`` ``(N, P)`` =
+    ``mean ||x ⋆ ψ_{j1,θ1}| ⋆ ψ_{j2,θ2}|`` for ``j2 > j1`` in kymatio's ``(j1, θ1, j2, θ2)``
+    order (``None`` when ``max_order == 1``).
+
+    Every map at scale ``j`` is computed exactly (no aliasing: ``filter_fold`` subsamples
+    the exact convolution) on the grid subsampled by ``2^r``, ``r = max(j - oversampling, 0)``
+    (capped by the largest power of two dividing ``H`` and ``W``, and by ``len(psi_levels)``).
+    With ``oversampling=1`` the grid is twice finer than the wavelet's critical sampling and
+    the means equal full-resolution means to ~1e-6; ``oversampling=0`` is kymatio's
+    sampling (about 3x less work, deviations ~1e-3).
+    """
+    n, H, W = x.shape
+    L = psi_levels[0].shape[1]
+    r_max = len(psi_levels) - 1
+
+    def res(j: int) -> int:
+        return min(max(j - oversampling, 0), r_max)
+
+    xhat = backend.rfft2(x)
+    # order 1, scales sharing a resolution in one call
+    u1s: dict[int, Tensor] = {}
+    for r in sorted({res(j) for j in range(J)}):
+        js = [j for j in range(J) if res(j) == r]
+        filt = psi_levels[0][js].reshape(len(js) * L, H, W)
+        u = modulus_maps(backend, xhat, filt, W, 2**r).reshape(n, len(js), L, *[
+            s // 2**r for s in (H, W)])
+        for i, j in enumerate(js):
+            u1s[j] = u[:, i]
+    s1 = torch.stack([u1s[j].mean(dim=(-2, -1)) for j in range(J)], dim=1)
+    if max_order < 2 or J < 2:
+        return s1, None
+    s2: list[Tensor] = []
+    for j1 in range(J - 1):
+        r1 = res(j1)
+        u1 = u1s[j1]
+        h1, w1 = u1.shape[-2:]
+
+        def second(u1: Tensor, j1: int = j1, r1: int = r1, h1: int = h1,
+                   w1: int = w1) -> Tensor:
+            u1hat = backend.rfft2(u1).reshape(n * L, h1, -1)
+            means: dict[int, Tensor] = {}
+            j2s = list(range(j1 + 1, J))
+            for r2 in sorted({res(j2) for j2 in j2s}):
+                grp = [j2 for j2 in j2s if res(j2) == r2]
+                filt = psi_levels[r1][grp].reshape(len(grp) * L, h1, w1)
+                m = modulus_maps(backend, u1hat, filt, w1, 2 ** (r2 - r1)).mean(dim=(-2, -1))
+                m = m.reshape(n, L, len(grp), L)
+                for i, j2 in enumerate(grp):
+                    means[j2] = m[:, :, i]
+            # (n, L1, j2, L2)
+            return torch.stack([means[j2] for j2 in j2s], dim=2).reshape(n, -1)
+
+        if _use_checkpoint(memory_efficient, u1):
+            s2.append(checkpoint(second, u1, use_reentrant=False))
+        else:
+            s2.append(second(u1))
+    return s1, torch.cat(s2, dim=1)

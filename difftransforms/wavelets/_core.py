@@ -1,0 +1,163 @@
+"""One-level analysis/synthesis along one or two axes, pure PyTorch or C++ kernel.
+
+Conventions (see :mod:`._plans`): ``dec`` taps ``(2, F)`` = ``[dec_lo[::-1], dec_hi[::-1]]``,
+``rec`` taps ``(2, F)`` = ``[rec_lo, rec_hi]``. 2-D band order is PyWavelets'
+``(aa, da, ad, dd)`` = ``(cA, cH, cV, cD)``, where the first letter is the axis ``-2``
+filter (``d`` = high-pass) and the second the axis ``-1`` filter.
+
+The pure-PyTorch path (any device, learnable filters) is built from differentiable
+primitives (index gathers, strided ``conv``/``conv_transpose``, ``index_add``), so autograd
+is exact. The C++ path (CPU, fixed filters) is a fused kernel whose backward is the adjoint
+kernel.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _kernel
+from ._plans import Plan
+
+# ---------------------------------------------------------------------------- plan tensors
+
+
+@lru_cache(maxsize=2048)
+def _terms(plan: Plan, dtype: torch.dtype, device: torch.device
+           ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+    """Left/right pad terms ``(li, lw, ri, rw, pure_gather)`` as tensors on ``device``."""
+    idx, w = plan.terms()
+    li = torch.as_tensor(idx[:, : plan.padL], device=device)
+    ri = torch.as_tensor(idx[:, plan.padL :], device=device)
+    lw = torch.as_tensor(w[:, : plan.padL], dtype=dtype, device=device)
+    rw = torch.as_tensor(w[:, plan.padL :], dtype=dtype, device=device)
+    pure = idx.shape[0] == 1 and bool((w == 1.0).all())
+    return li, lw, ri, rw, pure
+
+
+@lru_cache(maxsize=2048)
+def _csr(plan: Plan) -> tuple[Tensor, Tensor, Tensor]:
+    return (torch.from_numpy(plan.ptr), torch.from_numpy(plan.idx), torch.from_numpy(plan.w))
+
+
+def _wshape(w: Tensor, dim: int, nd: int) -> Tensor:
+    shape = [1] * nd
+    shape[dim] = -1
+    return w.reshape(shape)
+
+
+def _pad_part(x: Tensor, idx: Tensor, w: Tensor, pure: bool, dim: int) -> Tensor:
+    n = idx.shape[1]
+    if idx.shape[0] == 0:  # zero extension
+        shape = list(x.shape)
+        shape[dim] = n
+        return x.new_zeros(shape)
+    if pure:
+        return x.index_select(dim, idx[0])
+    out = x.index_select(dim, idx[0]) * _wshape(w[0], dim, x.dim())
+    for t in range(1, idx.shape[0]):
+        out = out + x.index_select(dim, idx[t]) * _wshape(w[t], dim, x.dim())
+    return out
+
+
+def extend(x: Tensor, plan: Plan, dim: int) -> Tensor:
+    """``B x`` along ``dim`` (length ``N`` -> ``Npad``)."""
+    li, lw, ri, rw, pure = _terms(plan, x.dtype, x.device)
+    parts = []
+    if plan.padL:
+        parts.append(_pad_part(x, li, lw, pure, dim))
+    parts.append(x)
+    if plan.padR:
+        parts.append(_pad_part(x, ri, rw, pure, dim))
+    return torch.cat(parts, dim) if len(parts) > 1 else x
+
+
+def fold(z: Tensor, plan: Plan, dim: int) -> Tensor:
+    """``B^T z`` along ``dim`` (length ``Npad`` -> ``N``)."""
+    li, lw, ri, rw, pure = _terms(plan, z.dtype, z.device)
+    x = z.narrow(dim, plan.padL, plan.N)
+    for idx, w, start, n in ((li, lw, 0, plan.padL), (ri, rw, plan.padL + plan.N, plan.padR)):
+        if n == 0 or idx.shape[0] == 0:
+            continue
+        zp = z.narrow(dim, start, n)
+        for t in range(idx.shape[0]):
+            src = zp if pure else zp * _wshape(w[t], dim, z.dim())
+            x = x.index_add(dim, idx[t], src)
+    return x
+
+
+# ---------------------------------------------------------------------------- 1-D (last axis)
+
+
+def analysis1d(x: Tensor, dec: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
+    """``(..., N)`` -> ``(cA, cD)`` each ``(..., K)``."""
+    xe = extend(x, plan, -1)
+    lead = xe.shape[:-1]
+    y = F.conv1d(xe.reshape(-1, 1, xe.shape[-1]), dec.unsqueeze(1), stride=2)
+    y = y.reshape(*lead, 2, plan.K)
+    return y[..., 0, :], y[..., 1, :]
+
+
+def synthesis1d(a: Tensor, d: Tensor, rec: Tensor, plan: Plan) -> Tensor:
+    """``(cA, cD)`` each ``(..., K)`` -> ``(..., N)``."""
+    lead = a.shape[:-1]
+    y = torch.stack([a, d], -2).reshape(-1, 2, plan.K)
+    z = F.conv_transpose1d(y, rec.unsqueeze(1), stride=2)
+    z = z.reshape(*lead, z.shape[-1])
+    return fold(z, plan, -1)
+
+
+# ---------------------------------------------------------------------------- 2-D (last two)
+
+
+def _use_kernel(t: Tensor, needs_grad: bool) -> bool:
+    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+            and not needs_grad and _kernel.available())
+
+
+def analysis2d_torch(x: Tensor, dec: Tensor, ph: Plan, pw: Plan) -> Tensor:
+    """``(M, H, W)`` -> ``(M, 4, Kh, Kw)`` bands ``(aa, da, ad, dd)``, pure PyTorch."""
+    M = x.shape[0]
+    xe = extend(x, ph, -2).unsqueeze(1)                                  # (M,1,Nph,W)
+    y = F.conv2d(xe, dec.reshape(2, 1, -1, 1), stride=(2, 1))           # (M,2,Kh,W)
+    ye = extend(y, pw, -1).reshape(2 * M, 1, ph.K, pw.npad)
+    z = F.conv2d(ye, dec.reshape(2, 1, 1, -1), stride=(1, 2))           # (2M,2,Kh,Kw)
+    z = z.reshape(M, 2, 2, ph.K, pw.K).transpose(1, 2)                   # (M, w, h, ...)
+    return z.reshape(M, 4, ph.K, pw.K)
+
+
+def synthesis2d_torch(a: Tensor, h: Tensor, v: Tensor, d: Tensor, rec: Tensor, ph: Plan,
+                      pw: Plan) -> Tensor:
+    """Bands ``(M, Kh, Kw)`` -> ``(M, Nh, Nw)``, pure PyTorch."""
+    M = a.shape[0]
+    # (M, hband, wband, Kh, Kw) -> synthesise along W first
+    y = torch.stack([torch.stack([a, v], 1), torch.stack([h, d], 1)], 1)
+    y = y.reshape(2 * M, 2, ph.K, pw.K)
+    z = F.conv_transpose2d(y, rec.reshape(2, 1, 1, -1), stride=(1, 2))  # (2M,1,Kh,Npw)
+    z = fold(z, pw, -1).reshape(M, 2, ph.K, pw.N)
+    u = F.conv_transpose2d(z, rec.reshape(2, 1, -1, 1), stride=(2, 1))  # (M,1,Nph,Nw)
+    return fold(u[:, 0], ph, -2)
+
+
+def analysis2d(x: Tensor, dec: Tensor, ph: Plan, pw: Plan, needs_grad: bool) -> Tensor:
+    """``(M, H, W)`` -> ``(M, 4, Kh, Kw)``; C++ kernel when possible."""
+    if _use_kernel(x, needs_grad):
+        ptrH, idxH, wH = _csr(ph)
+        ptrW, idxW, wW = _csr(pw)
+        return torch.ops.difftransforms_wavelets.analysis2d(
+            x, dec, ph.K, ph.padL, ptrH, idxH, wH, pw.K, pw.padL, ptrW, idxW, wW)
+    return analysis2d_torch(x, dec, ph, pw)
+
+
+def synthesis2d(a: Tensor, h: Tensor, v: Tensor, d: Tensor, rec: Tensor, ph: Plan, pw: Plan,
+                needs_grad: bool) -> Tensor:
+    """Bands ``(M, Kh, Kw)`` -> ``(M, Nh, Nw)``; C++ kernel when possible."""
+    if _use_kernel(a, needs_grad):
+        ptrH, idxH, wH = _csr(ph)
+        ptrW, idxW, wW = _csr(pw)
+        return torch.ops.difftransforms_wavelets.synthesis2d(
+            a, h, v, d, rec, ph.N, ph.padL, ptrH, idxH, wH, pw.N, pw.padL, ptrW, idxW, wW)
+    return synthesis2d_torch(a, h, v, d, rec, ph, pw)

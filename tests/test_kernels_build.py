@@ -1,0 +1,162 @@
+"""Build, cache, fallback and packaging of the compiled kernels; `difftransforms doctor`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from difftransforms.ops import _build
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "kernels"
+
+
+def _nvcc() -> str | None:
+    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda-13.0", "/usr/local/cuda"):
+        if home and Path(home, "bin", "nvcc").is_file():
+            return str(Path(home, "bin", "nvcc"))
+    return shutil.which("nvcc")
+
+
+@pytest.mark.slow
+def test_cuda_source_compiles_with_nvcc(tmp_path):
+    """Compile-only check of kernels/modconv_cuda.cu (so a CUDA syntax error can't land on a
+    machine without a GPU). Skipped only when nvcc is absent."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (set CUDA_HOME); the CUDA source cannot be compiled here")
+    from torch.utils import cpp_extension
+
+    cuda_home = str(Path(nvcc).parent.parent)
+    includes = [p for p in cpp_extension.include_paths("cpu")] + [str(Path(cuda_home, "include"))]
+    # torch >= 2.10 headers need C++20; use the standard torch's own extension builder uses.
+    std = "c++20" if "-std=c++20" in Path(cpp_extension.__file__).read_text() else "c++17"
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0").split(";")[0].replace(".", "")
+    cmd = [nvcc, "-c", str(KERNELS / "modconv_cuda.cu"), "-o", str(tmp_path / "modconv.o"),
+           f"-arch=sm_{arch.split('+')[0]}", f"-std={std}", "-O1", "--compiler-options", "-fPIC",
+           *cpp_extension.COMMON_NVCC_FLAGS, *(f"-I{p}" for p in includes),
+           f"-I{KERNELS}"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"nvcc failed:\n{' '.join(cmd)}\n{res.stderr[-4000:]}"
+    assert (tmp_path / "modconv.o").stat().st_size > 0
+    print(f"nvcc compile-only took {time.perf_counter() - t0:.0f} s")
+
+
+def test_cpu_extension_loads_and_is_cached():
+    if _build.backend_setting() == "reference":
+        pytest.skip("DIFFTRANSFORMS_BACKEND=reference")
+    st = _build.load("cpu")
+    if not st.loaded:
+        if st.error:
+            pytest.fail(f"the CPU extension failed to build: {st.reason}")
+        pytest.skip(f"compiled CPU ops unavailable: {st.reason}")
+    lib = Path(st.library)
+    assert lib.is_file() and _build.cache_root() in lib.parents
+    assert hasattr(torch.ops.difftransforms, "filter_fold")
+    t0 = time.perf_counter()
+    assert _build.load("cpu") is st  # loaded once per process
+    assert time.perf_counter() - t0 < 0.1
+    # A fresh process loads the cached library without compiling (no compiler needed).
+    code = ("from difftransforms.ops import _build; import sys; st = _build.load('cpu'); "
+            "print(st.reason); sys.exit(0 if st.loaded else 1)")
+    env = {**os.environ, "CXX": "/nonexistent/c++", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "loaded from the cache" in res.stdout
+    assert "compiling" not in res.stderr
+
+
+@pytest.fixture
+def fresh_build_state(monkeypatch, tmp_path):
+    """An isolated loader state: no extension attempted yet, an empty cache in tmp_path."""
+    monkeypatch.setattr(_build, "_status", {k: _build.ExtensionStatus(k) for k in _build._NAMES})
+    monkeypatch.setattr(_build, "_warned", set())
+    monkeypatch.setenv(_build.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(_build.BACKEND_ENV, raising=False)
+    return tmp_path
+
+
+def test_missing_compiler_falls_back_with_one_warning(fresh_build_state, monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    st = _build.load("cpu")
+    assert not st.loaded and "no C++ compiler" in st.reason and st.error is None
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler.*difftransforms doctor"):
+        assert _build.use_compiled("cpu") is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        assert _build.use_compiled("cpu") is False
+    monkeypatch.setenv(_build.BACKEND_ENV, "cpp")
+    with pytest.raises(RuntimeError, match="DIFFTRANSFORMS_BACKEND=cpp.*no C\\+\\+ compiler"):
+        _build.use_compiled("cpu")
+    assert "no C++ compiler" in _build.doctor_report(build=False)
+    cuda = _build.load("cuda")
+    assert not cuda.loaded and cuda.reason
+
+
+def test_build_failure_is_recorded_with_log(fresh_build_state, monkeypatch):
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    broken = fresh_build_state / "src"
+    broken.mkdir()
+    for f in KERNELS.iterdir():
+        if f.is_file():
+            shutil.copy2(f, broken / f.name)
+    text = (broken / "modconv.cpp").read_text()
+    (broken / "modconv.cpp").write_text("#error deliberately broken source\n" + text)
+    monkeypatch.setattr(_build, "kernel_source_dir", lambda: broken)
+    st = _build.load("cpu")
+    if "ninja not found" in st.reason:
+        pytest.skip(st.reason)
+    assert not st.loaded
+    assert st.error and "build failed" in st.reason
+    assert st.log and "deliberately broken" in Path(st.log).read_text()
+    assert not Path(st.library).exists()
+    report = _build.doctor_report(build=False)
+    assert "build log: " + st.log in report and "reference" in report
+    with pytest.warns(RuntimeWarning, match="build failed"):
+        _build.use_compiled("cpu")
+
+
+def test_forced_reference_never_builds(fresh_build_state, monkeypatch):
+    monkeypatch.setenv(_build.BACKEND_ENV, "reference")
+    st = _build.load("cpu")
+    assert not st.loaded and "forced reference" in st.reason
+    assert not (fresh_build_state / "cache").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # forcing the reference is not a fallback: no warning
+        assert _build.use_compiled("cpu") is False
+
+
+def test_doctor_command():
+    from difftransforms.cli import main
+
+    res = CliRunner().invoke(main, ["doctor"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    for needle in ("torch", "cache dir", "CPU  ops", "CUDA ops", "why:", _build.BACKEND_ENV):
+        assert needle in out
+    assert ("compiled" in out) or ("reference" in out)
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in out or "without CUDA" in out or "forced reference" in out
+
+
+def test_build_py_ships_kernel_sources(tmp_path):
+    """Non-editable installs get the sources: setup.py's build_py copies kernels/ into
+    difftransforms/_kernels (the loader's first choice)."""
+    res = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-b", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    shipped = tmp_path / "difftransforms" / "_kernels"
+    for name in ("modconv.cpp", "modconv.h", "modconv_cuda.cu"):
+        assert (shipped / name).read_bytes() == (KERNELS / name).read_bytes()
