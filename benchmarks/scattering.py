@@ -10,11 +10,14 @@ bank construction. kymatio objects are built outside the timed regions.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from benchmarks._harness import Bench, parser, peak_rss_mb, setup_threads, timeit
+from benchmarks._harness import Bench, parser, peak_rss_mb, setup_threads
 
 try:  # kymatio's public entry point fails with scipy >= 1.17; the frontend class works
     from kymatio.scattering2d.filter_bank import filter_bank as kymatio_filter_bank
@@ -33,29 +36,15 @@ from difftransforms.scattering import (
 CASES = [((1, 1, 256, 256), 4), ((8, 3, 256, 256), 4), ((1, 1, 512, 512), 5)]
 QUICK = [((1, 1, 64, 64), 3), ((2, 3, 64, 64), 3)]
 
-_MEM_OURS = """
+_MEM = """
 import torch
 {threads}
-from difftransforms.scattering import {cls}
-S = {ctor}
+S = torch.load({path!r}, weights_only=False)
 x = torch.rand({shape}, requires_grad=True)
-S(x).sum().backward()  # warm-up (allocator, FFT plans)
-x.grad = None
 #--measure--
 S(x).sum().backward()
 """
 
-_MEM_KYMATIO = """
-import torch
-{threads}
-from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
-S = ScatteringTorch2D({J}, {hw}, L=8, max_order=2)
-x = torch.rand({shape}, requires_grad=True)
-S(x).sum().backward()
-x.grad = None
-#--measure--
-S(x).sum().backward()
-"""
 
 
 def _fwd_bwd(f, x):
@@ -65,15 +54,70 @@ def _fwd_bwd(f, x):
     return run
 
 
+def _case(bench: Bench, membench: Bench, args, backend, threads: str, shape, J: int,
+          kw: dict) -> None:
+    B, C, H, W = shape
+    tag = f"{B}x{C}x{H}x{W} J={J}"
+    x = torch.rand(shape, device=args.device)
+    ours = Scattering2D(J, (H, W), L=8, backend=backend).to(args.device)
+    mom = ScatteringMoments(J, L=8, backend=backend)
+    kym = None
+    if ScatteringTorch2D is not None:
+        t0 = time.perf_counter()
+        kym = ScatteringTorch2D(J, (H, W), L=8, max_order=2).to(args.device)
+        bench.note(f"kymatio Scattering2D construction for {H}x{W} J={J}: "
+                   f"{time.perf_counter() - t0:.1f} s (not timed below)")
+        with torch.no_grad():
+            err = ((ours(x) - kym(x)).abs().max() / kym(x).abs().max()).item()
+        bench.note(f"{tag}: max |ours - kymatio| / max |kymatio| = {err:.1e}")
+    peers = {"kymatio": (lambda: kym(x)) if kym is not None else None}
+    with torch.no_grad():
+        bench.compare(f"Scattering2D fwd {tag}", lambda: ours(x), peers, **kw)
+        bench.compare(f"ScatteringMoments fwd {tag}", lambda: mom(x), peers, **kw)
+    xg = x.clone().requires_grad_(True)
+    peers_bwd = {"kymatio": _fwd_bwd(kym, xg) if kym is not None else None}
+    bench.compare(f"Scattering2D fwd+bwd {tag}", _fwd_bwd(ours, xg), peers_bwd, **kw)
+    bench.compare(f"ScatteringMoments fwd+bwd {tag}", _fwd_bwd(mom, xg), peers_bwd, **kw)
+    if args.no_memory or args.device != "cpu":
+        return
+    mem: dict[str, float | str] = {}
+    # the objects are pickled and loaded by the probes, so that filter construction (and
+    # its temporaries) does not count: only what forward+backward allocates
+    tmp = Path(tempfile.mkdtemp(prefix="dt_scat_bench_"))
+    try:
+        for name, obj in (("ours", ours), ("moments", mom), ("kymatio", kym)):
+            if obj is None:
+                mem[name] = "not installed"
+                continue
+            path = tmp / f"{name}.pt"
+            torch.save(obj, path)
+            try:
+                mem[name] = peak_rss_mb(_MEM.format(threads=threads, path=str(path),
+                                                    shape=shape))
+            except RuntimeError as e:
+                mem[name] = f"failed: {str(e).splitlines()[-1][:60]}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for name, label in (("ours", "Scattering2D"), ("moments", "ScatteringMoments")):
+        v = mem[name]
+        membench.add(f"{label} fwd+bwd {tag}", v if isinstance(v, float) else None,
+                     {"kymatio": mem["kymatio"]})
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--backend", default="auto", help="auto | reference | compiled")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    p.add_argument("--case", type=int, action="append",
+                   help="run only these case indices (0: 1x1x256² J=4, 1: 8x3x256² J=4, "
+                        "2: 1x1x512² J=5); repeatable")
     args = p.parse_args()
     setup_threads(args.threads)
     threads = f"torch.set_num_threads({args.threads})" if args.threads else ""
     backend = get_backend(args.backend)
     cases = QUICK if args.quick else CASES
+    if args.case:
+        cases = [cases[i] for i in args.case]
     bench = Bench(f"Scattering2D / ScatteringMoments vs kymatio 0.3, L=8, order 2, float32, "
                   f"{args.device}")
     bench.note(f"difftransforms backend: {backend.name}")
@@ -84,49 +128,7 @@ def main() -> None:
     kw = {"repeat": args.repeat, "max_seconds": 30.0}
 
     for shape, J in cases:
-        B, C, H, W = shape
-        tag = f"{B}x{C}x{H}x{W} J={J}"
-        x = torch.rand(shape, device=args.device)
-        ours = Scattering2D(J, (H, W), L=8, backend=backend).to(args.device)
-        mom = ScatteringMoments(J, L=8, backend=backend)
-        kym = None
-        if ScatteringTorch2D is not None:
-            t0 = time.perf_counter()
-            kym = ScatteringTorch2D(J, (H, W), L=8, max_order=2).to(args.device)
-            bench.note(f"kymatio Scattering2D construction for {H}x{W} J={J}: "
-                       f"{time.perf_counter() - t0:.1f} s (not timed below)")
-            with torch.no_grad():
-                err = ((ours(x) - kym(x)).abs().max() / kym(x).abs().max()).item()
-            bench.note(f"{tag}: max |ours - kymatio| / max |kymatio| = {err:.1e}")
-        peers = {"kymatio": (lambda: kym(x)) if kym is not None else None}
-        with torch.no_grad():
-            bench.compare(f"Scattering2D fwd {tag}", lambda: ours(x), peers, **kw)
-            bench.compare(f"ScatteringMoments fwd {tag}", lambda: mom(x), peers, **kw)
-        xg = x.clone().requires_grad_(True)
-        peers_bwd = {"kymatio": _fwd_bwd(kym, xg) if kym is not None else None}
-        bench.compare(f"Scattering2D fwd+bwd {tag}", _fwd_bwd(ours, xg), peers_bwd, **kw)
-        bench.compare(f"ScatteringMoments fwd+bwd {tag}", _fwd_bwd(mom, xg), peers_bwd, **kw)
-        del kym
-        if args.no_memory or args.device != "cpu":
-            continue
-        mem: dict[str, float | str] = {}
-        for name, code in (
-            ("ours", _MEM_OURS.format(threads=threads, cls="Scattering2D", shape=shape,
-                                      ctor=f"Scattering2D({J}, ({H}, {W}), L=8, "
-                                           f"backend={args.backend!r})")),
-            ("moments", _MEM_OURS.format(threads=threads, cls="ScatteringMoments", shape=shape,
-                                         ctor=f"ScatteringMoments({J}, L=8, "
-                                              f"backend={args.backend!r})")),
-            ("kymatio", _MEM_KYMATIO.format(threads=threads, J=J, hw=(H, W), shape=shape)),
-        ):
-            try:
-                mem[name] = peak_rss_mb(code)
-            except RuntimeError as e:
-                mem[name] = f"failed: {str(e).splitlines()[-1][:60]}"
-        for name, label in (("ours", "Scattering2D"), ("moments", "ScatteringMoments")):
-            v = mem[name]
-            membench.add(f"{label} fwd+bwd {tag}", v if isinstance(v, float) else None,
-                         {"kymatio": mem["kymatio"]})
+        _case(bench, membench, args, backend, threads, shape, J, kw)
 
     # filter construction
     fb_shape, fb_J = ((288, 288), 4) if not args.quick else ((80, 80), 3)

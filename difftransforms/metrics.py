@@ -151,8 +151,9 @@ def _hann2d(H: int, W: int, like: Tensor) -> Tensor:
 
 
 def _log_edges(min_side: int, nbins: int) -> Tensor:
-    """Log-spaced radial-frequency bin edges (cycles/pixel) from ``2 / min_side`` to 0.5."""
-    return torch.logspace(math.log10(2.0 / min_side), math.log10(0.5), nbins + 1,
+    """Log-spaced radial-frequency bin edges (cycles/pixel) from ``4 / min_side`` to 0.5
+    (lower rings hold too few frequencies for a stable average)."""
+    return torch.logspace(math.log10(4.0 / min_side), math.log10(0.5), nbins + 1,
                           dtype=torch.float64)
 
 
@@ -187,11 +188,11 @@ def radial_power_spectrum(img: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
     return sums / counts.clamp_min(1e-300), counts
 
 
-def spectrum_gap(Y: Tensor, X: Tensor, *, nbins: int = 32) -> float:
+def spectrum_gap(Y: Tensor, X: Tensor, *, nbins: int = 16) -> float:
     """Mean absolute difference of the log10 radially averaged power spectra of ``Y``, ``X``.
 
     Both spectra (see :func:`radial_power_spectrum`) are evaluated on the same ``nbins``
-    log-spaced rings from ``2 / min_side`` to 0.5 cycles/pixel (each octave weighs the same);
+    log-spaced rings from ``4 / min_side`` to 0.5 cycles/pixel (each octave weighs the same);
     rings that hold no frequency of either image are skipped. Averaged over channels. In
     decades: 0.3 means a typical factor of 2 in power. Second-order only (see the module
     docstring).

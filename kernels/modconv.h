@@ -6,12 +6,14 @@
 //   filters (F, H, W) real (float32 with complex64, float64 with complex128).
 //   k       fold factor dividing H and W.
 //   filter_fold(xhat, filters, W, k) -> out (N, F, H/k, W/k) complex,
-//     out[n, f, u, v] = 1/k^2 sum_{a,b<k} filters[f, u + a H/k, v + b W/k] X[n, u + a H/k, v + b W/k]
+//     out[n, f, u, v] = 1/k^2 sum_{a,b<k} filters[f, u + aH/k, v + bW/k] X[n, u + aH/k, v + bW/k]
 //   filter_fold_backward(grad, filters, k) -> grad_xhat (N, H, Wr): the real-linear adjoint of
 //     filter_fold in xhat (PyTorch's conjugate-Wirtinger convention): tile grad to (H, W),
 //     multiply by the filters, add the direct term and the conjugated mirror term.
 //   modulus(z) -> |z| (real);  modulus_backward(grad, z) -> grad * z / |z| (0 where z == 0).
 #pragma once
+
+#include "modconv_shape.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
@@ -20,9 +22,6 @@
 
 namespace difftransforms {
 
-struct FoldShape {
-  int64_t N, F, H, W, Wr, k, Hk, Wk;
-};
 
 inline FoldShape check_filter_fold(const at::Tensor& xhat, const at::Tensor& filters,
                                    int64_t width, int64_t k) {
@@ -85,6 +84,12 @@ inline FoldShape check_filter_fold_backward(const at::Tensor& grad, const at::Te
               "filter_fold_backward: grad has shape ", grad.sizes(), ", expected (N, ", s.F,
               ", ", s.Hk, ", ", s.Wk, ")");
   return s;
+}
+
+// (F, k, k) bool: whether filters[f] has a non-zero value on the aliased block (a, b), i.e.
+// rows [a H/k, (a+1) H/k) x columns [b W/k, (b+1) W/k). The kernels skip the dead blocks.
+inline at::Tensor live_blocks(const at::Tensor& filters, const FoldShape& s) {
+  return filters.reshape({s.F, s.k, s.Hk, s.k, s.Wk}).ne(0).any(4).any(2).contiguous();
 }
 
 inline void check_modulus(const at::Tensor& z) {

@@ -185,6 +185,7 @@ void analysis_impl(const T* x, int64_t M, int64_t ps, int64_t rs, const T* taps,
   const int64_t npw = ew.npad, half = npw / 2;
   const int64_t grain = std::max<int64_t>(1, 32768 / (W * F + 1));
   at::parallel_for(0, M * Kh, grain, [&](int64_t begin, int64_t end) {
+    std::vector<double> dtmp(W);
     std::vector<T> bl(npw), bh(npw), tmp(F * W), El(half), Ol(half), Eh(half), Oh(half);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t m = t / Kh, k = t % Kh;
@@ -199,23 +200,28 @@ void analysis_impl(const T* x, int64_t M, int64_t ps, int64_t rs, const T* taps,
           rows[j] = xm + (p - eh.padL) * rs;
         } else {
           const int64_t r = p < eh.padL ? p : p - H;
+          // pad rows are accumulated in double: smooth/antireflect extrapolate and cancel
           T* tr = tmp.data() + (ntmp++) * W;
-          std::fill(tr, tr + W, T(0));
-          for (int64_t e = eh.ptr[r]; e < eh.ptr[r + 1]; ++e)
-            axpy(tr, xm + eh.idx[e] * rs, static_cast<T>(eh.w[e]), W);
+          std::fill(dtmp.begin(), dtmp.end(), 0.0);
+          for (int64_t e = eh.ptr[r]; e < eh.ptr[r + 1]; ++e) {
+            const T* src = xm + eh.idx[e] * rs;
+            const double we = eh.w[e];
+            for (int64_t q = 0; q < W; ++q) dtmp[q] += we * static_cast<double>(src[q]);
+          }
+          for (int64_t q = 0; q < W; ++q) tr[q] = static_cast<T>(dtmp[q]);
           rows[j] = tr;
         }
       }
       combine(L, Hb, rows, taps, taps + F, F, W);
       for (int64_t r = 0; r < ew.nrows; ++r) {
-        T sl = 0, sh = 0;
+        double sl = 0, sh = 0;
         for (int64_t e = ew.ptr[r]; e < ew.ptr[r + 1]; ++e) {
-          sl += static_cast<T>(ew.w[e]) * L[ew.idx[e]];
-          sh += static_cast<T>(ew.w[e]) * Hb[ew.idx[e]];
+          sl += ew.w[e] * static_cast<double>(L[ew.idx[e]]);
+          sh += ew.w[e] * static_cast<double>(Hb[ew.idx[e]]);
         }
         const int64_t p = ew.row_pos(r);
-        bl[p] = sl;
-        bh[p] = sh;
+        bl[p] = static_cast<T>(sl);
+        bh[p] = static_cast<T>(sh);
       }
       deinterleave(bl.data(), El.data(), Ol.data(), half);
       deinterleave(bh.data(), Eh.data(), Oh.data(), half);

@@ -308,6 +308,19 @@ def test_internal_error_exit_1_and_debug(tmp_path: Path, grey: Path, monkeypatch
         assert not out.exists()
 
 
+def test_ctrl_c(tmp_path: Path, grey: Path, monkeypatch) -> None:
+    import difftransforms.fourier as fourier
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fourier, "gaussian_blur", interrupted)
+    res = run("blur", grey, "-o", tmp_path / "o.png")
+    assert res.exit_code == 130
+    assert res.stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_value_error_from_api_is_user_error(tmp_path: Path, grey: Path, monkeypatch) -> None:
     import difftransforms.fourier as fourier
 

@@ -27,29 +27,34 @@ def _nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
-@pytest.mark.slow
-def test_cuda_source_compiles_with_nvcc(tmp_path):
-    """Compile-only check of kernels/modconv_cuda.cu (so a CUDA syntax error can't land on a
-    machine without a GPU). Skipped only when nvcc is absent."""
+def test_cuda_sources_compile(tmp_path):
+    """Compile-only check of the CUDA extension, so that a CUDA syntax error can't land from a
+    machine without a GPU: nvcc -c the device code (kernels/modconv_cuda.cu) and a host
+    syntax check of its torch glue (kernels/modconv_cuda_ops.cpp). Skipped only without nvcc."""
     nvcc = _nvcc()
     if nvcc is None:
-        pytest.skip("nvcc not found (set CUDA_HOME); the CUDA source cannot be compiled here")
+        pytest.skip("nvcc not found (set CUDA_HOME); the CUDA sources cannot be compiled here")
     from torch.utils import cpp_extension
 
-    cuda_home = str(Path(nvcc).parent.parent)
-    includes = [p for p in cpp_extension.include_paths("cpu")] + [str(Path(cuda_home, "include"))]
+    cuda_include = str(Path(nvcc).parent.parent / "include")
     # torch >= 2.10 headers need C++20; use the standard torch's own extension builder uses.
     std = "c++20" if "-std=c++20" in Path(cpp_extension.__file__).read_text() else "c++17"
-    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0").split(";")[0].replace(".", "")
-    cmd = [nvcc, "-c", str(KERNELS / "modconv_cuda.cu"), "-o", str(tmp_path / "modconv.o"),
-           f"-arch=sm_{arch.split('+')[0]}", f"-std={std}", "-O1", "--compiler-options", "-fPIC",
-           *cpp_extension.COMMON_NVCC_FLAGS, *(f"-I{p}" for p in includes),
-           f"-I{KERNELS}"]
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0").split(";")[0].split("+")[0]
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"nvcc failed:\n{' '.join(cmd)}\n{res.stderr[-4000:]}"
-    assert (tmp_path / "modconv.o").stat().st_size > 0
-    print(f"nvcc compile-only took {time.perf_counter() - t0:.0f} s")
+    device_cmd = [nvcc, "-c", str(KERNELS / "modconv_cuda.cu"), "-o", str(tmp_path / "k.o"),
+                  f"-arch=sm_{arch.replace('.', '')}", f"-std={std}", "-O2",
+                  "--compiler-options", "-fPIC", f"-I{KERNELS}"]
+    res = subprocess.run(device_cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"nvcc failed:\n{' '.join(device_cmd)}\n{res.stderr[-4000:]}"
+    assert (tmp_path / "k.o").stat().st_size > 0
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is not None:
+        host_cmd = [cxx, "-fsyntax-only", f"-std={std}", "-fPIC", f"-I{KERNELS}",
+                    *(f"-I{p}" for p in cpp_extension.include_paths("cpu")),
+                    f"-I{cuda_include}", str(KERNELS / "modconv_cuda_ops.cpp")]
+        res = subprocess.run(host_cmd, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, f"host compile failed:\n{res.stderr[-4000:]}"
+    print(f"CUDA sources compile-only check took {time.perf_counter() - t0:.0f} s")
 
 
 def test_cpu_extension_loads_and_is_cached():
@@ -113,14 +118,15 @@ def test_build_failure_is_recorded_with_log(fresh_build_state, monkeypatch):
         if f.is_file():
             shutil.copy2(f, broken / f.name)
     text = (broken / "modconv.cpp").read_text()
-    (broken / "modconv.cpp").write_text("#error deliberately broken source\n" + text)
+    # A missing include is fatal at once (an #error would go on parsing all of torch).
+    (broken / "modconv.cpp").write_text('#include "deliberately_broken_missing.h"\n' + text)
     monkeypatch.setattr(_build, "kernel_source_dir", lambda: broken)
     st = _build.load("cpu")
     if "ninja not found" in st.reason:
         pytest.skip(st.reason)
     assert not st.loaded
     assert st.error and "build failed" in st.reason
-    assert st.log and "deliberately broken" in Path(st.log).read_text()
+    assert st.log and "deliberately_broken_missing.h" in Path(st.log).read_text()
     assert not Path(st.library).exists()
     report = _build.doctor_report(build=False)
     assert "build log: " + st.log in report and "reference" in report
@@ -154,9 +160,10 @@ def test_doctor_command():
 def test_build_py_ships_kernel_sources(tmp_path):
     """Non-editable installs get the sources: setup.py's build_py copies kernels/ into
     difftransforms/_kernels (the loader's first choice)."""
-    res = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-b", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     shipped = tmp_path / "difftransforms" / "_kernels"
-    for name in ("modconv.cpp", "modconv.h", "modconv_cuda.cu"):
+    for name in ("modconv.cpp", "modconv.h", "modconv_shape.h", "modconv_cuda.cu",
+                 "modconv_cuda_ops.cpp"):
         assert (shipped / name).read_bytes() == (KERNELS / name).read_bytes()

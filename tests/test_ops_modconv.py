@@ -269,3 +269,27 @@ def test_backend_env(monkeypatch):
     monkeypatch.setenv(_build.BACKEND_ENV, "cpp")
     with pytest.raises(RuntimeError, match="no compiled kernels for device type 'mps'"):
         _build.use_compiled("mps")
+
+
+@pytest.mark.parametrize(("H", "W", "k"), [(16, 12, 2), (16, 16, 4), (8, 9, 1)])
+def test_filter_fold_skips_zero_filter_blocks_correctly(ops, device, dtype, H, W, k):
+    """Band-pass banks are exactly zero on most aliased blocks at coarse scales; the kernels
+    skip those blocks: results (and gradients) must not change."""
+    xhat, filters = _inputs(5, 4, H, W, dtype, device, hermitian=False)
+    hk, wk = H // k, W // k
+    g = torch.Generator().manual_seed(3)
+    dead = torch.rand(4, k, k, generator=g) < 0.6
+    dead[0] = True  # one filter entirely zero
+    mask = (~dead).repeat_interleave(hk, 1).repeat_interleave(wk, 2).to(device)
+    filters = (filters * mask).requires_grad_(True)
+    xhat.requires_grad_(True)
+    out = ops.filter_fold(xhat, filters, W, k)
+    ref = filter_fold_reference(xhat, filters, W, k)
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+    gout = torch.randn_like(out)
+    got = torch.autograd.grad(out, (xhat, filters), gout)
+    exp = torch.autograd.grad(ref, (xhat, filters), gout)
+    torch.testing.assert_close(got[0], exp[0], **TOL[dtype])
+    torch.testing.assert_close(got[1], exp[1], rtol=TOL[dtype]["rtol"] * 10,
+                               atol=TOL[dtype]["atol"] * 10)
+    assert (out[:, 0] == 0).all()

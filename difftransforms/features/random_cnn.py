@@ -221,8 +221,13 @@ class RandomMultiscaleCNN(nn.Module):
         self._spectra.clear()
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
-        self.clear_cache()
-        return super()._apply(fn, recurse)
+        w = self.weight(self.sizes[0])
+        before = (w.dtype, w.device)
+        out = super()._apply(fn, recurse)
+        w = self.weight(self.sizes[0])
+        if (w.dtype, w.device) != before:  # a no-op .to() keeps the cache
+            self.clear_cache()
+        return out
 
     def _fft_sizes(self, H: int, W: int) -> list[int]:
         return [s for s in self.sizes if self.uses_fft(s, (H, W))]

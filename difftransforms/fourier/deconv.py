@@ -75,8 +75,8 @@ def _power_law_spectrum(y_power: Tensor, h2: Tensor, noise_power: Tensor,
     frequencies), the negative log-likelihood
     ``sum_f log v_f + |Y_f|^2 / v_f`` with ``v_f = |H_f|^2 A |f|^-alpha + N sigma^2`` is
     minimised over ``alpha`` (grid 1..4, refined by a parabola) and ``log A`` (bisection on
-    the derivative) for each image plane, on every other frequency bin. This is the
-    "empirical Bayes" choice of the Wiener filter's prior; the DC term is kept from the data.
+    the derivative) for each image plane, on a subsampled set of about 16k frequency bins.
+    This is the "empirical Bayes" choice of the Wiener prior; the DC term is kept from the data.
     Returns ``S`` on the ``rfft2`` grid, ``(B, C, H, W // 2 + 1)``.
     """
     dt = torch.float64
@@ -86,9 +86,10 @@ def _power_law_spectrum(y_power: Tensor, h2: Tensor, noise_power: Tensor,
     wgt = torch.ones_like(f)
     wgt[:, 1:(shape[1] + 1) // 2] = 2.0
     wgt[0, 0] = 0.0
-    sub = (slice(None, None, 2), slice(None, None, 2))
+    step = max(1, round(math.sqrt(f.numel() / 16384)))  # about 16k bins are plenty
+    sub = (slice(None, None, step), slice(None, None, step))
     wgt, logf_s = wgt[sub].reshape(-1), logf[sub].reshape(-1)
-    alphas = torch.linspace(1.0, 4.0, 31, dtype=dt, device=y_power.device)
+    alphas = torch.linspace(1.0, 4.0, 16, dtype=dt, device=y_power.device)
     b, c = y_power.shape[:2]
     h2 = h2.to(dt).expand(b, c, *h2.shape[-2:])
     out = torch.empty(b, c, dtype=dt, device=y_power.device), \
@@ -104,9 +105,9 @@ def _power_law_spectrum(y_power: Tensor, h2: Tensor, noise_power: Tensor,
                 v = base * torch.exp(t)[:, None] + n
                 return (wgt * (torch.log(v) + p / v)).sum(-1)
 
-            lo = torch.full_like(alphas, -80.0)
-            hi = torch.full_like(alphas, 80.0)
-            for _ in range(48):  # bisection on d nll / d log A
+            t0 = torch.log(p.mean() / base.mean(-1))
+            lo, hi = t0 - 40.0, t0 + 40.0
+            for _ in range(32):  # bisection on d nll / d log A
                 t = 0.5 * (lo + hi)
                 u = base * torch.exp(t)[:, None]
                 v = u + n
@@ -147,8 +148,8 @@ def wiener_deconvolve(x: Tensor, psf: Tensor, noise_std: float | Tensor | None =
       (centre ``(h // 2, w // 2)`` at the origin) and ``L`` the 3x3 Laplacian's;
     - otherwise a Wiener filter ``conj(H) S / (|H|^2 S + N sigma^2)`` whose clean-signal
       spectrum ``S(f) = A |f|^-alpha`` (the power law of natural images) is fitted to the
-      data by maximum likelihood, and whose noise level ``sigma`` is ``noise_std`` or, when ``None``,
-      :func:`estimate_noise_std` of ``x``.
+      data by maximum likelihood, and whose noise level ``sigma`` is ``noise_std`` or,
+      when ``None``, :func:`estimate_noise_std` of ``x``.
 
     The blur model is circular (the image is treated as periodic), like skimage's.
 
@@ -161,13 +162,14 @@ def wiener_deconvolve(x: Tensor, psf: Tensor, noise_std: float | Tensor | None =
         clip: clip the result to ``[-1, 1]`` (skimage's ``clip=True``).
 
     Returns:
-        Deconvolved image, same shape as ``x``; differentiable in ``x`` and ``psf``.
+        Deconvolved image, same shape as ``x``; differentiable in ``x`` and ``psf`` (the
+        spectrum and noise level estimated from the data are constants for autograd).
 
     >>> from difftransforms.fourier import gaussian_blur, gaussian_psf
     >>> x = torch.rand(32, 32, dtype=torch.float64)
-    >>> y = gaussian_blur(x, 1.0, padding="periodic")
-    >>> z = wiener_deconvolve(y, gaussian_psf(1.0, 9, dtype=torch.float64), balance=1e-9)
-    >>> bool((z - x).abs().max() < 1e-3)
+    >>> y = gaussian_blur(x, 0.8, padding="periodic")  # radius int(4 * 0.8 + 0.5) = 3
+    >>> z = wiener_deconvolve(y, gaussian_psf(0.8, 7, dtype=torch.float64), balance=1e-12)
+    >>> bool((z - x).abs().max() < 1e-4)
     True
     """
     x4, restore = check_image(x)

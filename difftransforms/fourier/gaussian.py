@@ -19,6 +19,7 @@ FFT path works on the even (DCT-like) extension of length ``2n`` instead.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,8 +31,9 @@ __all__ = ["GaussianBlur", "gaussian_blur", "gaussian_kernel1d", "gaussian_psf"]
 # Direct separable convolution is used by ``method="auto"`` when the two 1-D kernels have
 # at most this many taps together (measured on CPU, float32 8x3x512x512, see
 # benchmarks/blur.py: direct wins up to sigma ~1.5 per axis, FFT above).
-AUTO_DIRECT_MAX_TAPS = 30
+AUTO_DIRECT_MAX_TAPS = 200
 METHODS = ("auto", "fft", "direct")
+MAX_RADIUS = 1 << 20
 
 
 def _radius(sigma: float, truncate: float) -> int:
@@ -124,7 +126,10 @@ def gaussian_kernel1d(sigma: float | Tensor, truncate: float = 4.0, *, dtype=Non
             raise ValueError(f"sigma must be a scalar, got shape {tuple(sigma.shape)}")
     dtype = dtype or torch.float32
     s = _as_sigma_tensor(sigma, "sigma", dtype, device).reshape(1)
-    return _kernels(s, _radius(float(s.detach()), truncate))[0]
+    r = _radius(float(s.detach()), truncate)
+    if r > MAX_RADIUS:
+        raise ValueError(f"sigma={float(s):.4g} is too large (kernel radius {r} > {MAX_RADIUS})")
+    return _kernels(s, r)[0]
 
 
 def gaussian_psf(sigma: float | tuple[float, float], size: int | tuple[int, int] | None = None,
@@ -230,10 +235,10 @@ def gaussian_blur(x: Tensor, sigma: float | tuple[float, float] | Tensor,
     Returns:
         The blurred image, same shape, dtype and device as ``x``.
 
-    >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1
+    >>> x = torch.zeros(1, 1, 9, 9, dtype=torch.float64); x[..., 4, 4] = 1
     >>> y = gaussian_blur(x, 1.0)
     >>> round(float(y.sum()), 6), round(float(y[0, 0, 4, 4]), 6)
-    (1.0, 0.159155)
+    (1.0, 0.159156)
     >>> torch.allclose(gaussian_blur(x, 2.0, method="fft"), gaussian_blur(x, 2.0, method="direct"),
     ...                atol=1e-6)
     True
@@ -247,6 +252,9 @@ def gaussian_blur(x: Tensor, sigma: float | tuple[float, float] | Tensor,
     sy, sx = parse_sigma(sigma, x4.dtype, x4.device, batch=x4.shape[0])
     ry = _radius(float(sy.detach().max()), truncate)
     rx = _radius(float(sx.detach().max()), truncate)
+    if max(ry, rx) > MAX_RADIUS:
+        raise ValueError(f"sigma={float(max(sy.max(), sx.max())):.4g} is too large (kernel radius "
+                         f"{max(ry, rx)} > {MAX_RADIUS}); blur a downsampled image instead")
     return restore(blur_with_kernels(x4, _kernels(sy, ry), _kernels(sx, rx), padding, method))
 
 

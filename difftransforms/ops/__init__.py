@@ -9,7 +9,8 @@ from .kernel_reduction import (
     median_heuristic,
     mmd,
 )
-from .modconv import filter_fold, modulus
+from .modconv import filter_fold, filter_fold_backward, modulus
+from .modconv_reference import filter_fold_reference, modulus_reference
 
 __all__ = [
     "KernelSum",
@@ -20,5 +21,8 @@ __all__ = [
     "median_heuristic",
     "mmd",
     "filter_fold",
+    "filter_fold_backward",
+    "filter_fold_reference",
     "modulus",
+    "modulus_reference",
 ]

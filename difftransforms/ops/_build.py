@@ -4,7 +4,8 @@ Two extensions, each loaded on first use (never at import):
 
 - ``cpu``: ``kernels/modconv.cpp``. Defines the op library ``torch.ops.difftransforms``
   (``TORCH_LIBRARY``) and its CPU kernels. Needs a C++ compiler and ninja.
-- ``cuda``: ``kernels/modconv_cuda.cu``. Registers the CUDA kernels of the same ops; built only
+- ``cuda``: ``kernels/modconv_cuda.cu`` (device code) and ``kernels/modconv_cuda_ops.cpp`` (torch
+  glue). Registers the CUDA kernels of the same ops; built only
   where ``torch.cuda.is_available()`` and nvcc is found, so CPU-only machines never need nvcc.
 
 Builds go to a persistent cache, ``$DIFFTRANSFORMS_CACHE`` or ``~/.cache/difftransforms``,
@@ -54,11 +55,11 @@ CACHE_ENV = "DIFFTRANSFORMS_CACHE"
 _BACKENDS = ("auto", "reference", "cpp")
 
 _CPU_SOURCES = ("modconv.cpp",)
-_CUDA_SOURCES = ("modconv_cuda.cu",)
-_HEADERS = ("modconv.h",)
+_CUDA_SOURCES = ("modconv_cuda_ops.cpp", "modconv_cuda.cu")
+_HEADERS = ("modconv.h", "modconv_shape.h")
 _NAMES = {"cpu": "difftransforms_C", "cuda": "difftransforms_cuda"}
 
-_CFLAGS = ["-O3", "-fopenmp"]
+_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
 _LDFLAGS = ["-fopenmp"]
 _CUDA_CFLAGS = ["-O3"]
 
@@ -194,7 +195,7 @@ def _missing_cuda_toolchain() -> str | None:
 
 
 def _toolchain_key(kind: str) -> list[str]:
-    key = [torch.__version__, platform.machine(), sys.version, os.environ.get("CXX", "c++")]
+    key = [torch.__version__, platform.machine(), sys.version]
     if kind == "cuda":
         key += [str(torch.version.cuda), str(_cuda_home()),
                 os.environ.get("TORCH_CUDA_ARCH_LIST", "")]

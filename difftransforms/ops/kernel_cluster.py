@@ -33,9 +33,9 @@ def kd_order(x: Tensor, block: int) -> Tensor:
     Each node is split at a multiple of ``block`` points along its widest coordinate, so the
     leaves are exactly the row/column blocks of the tile plan (only the last may be smaller).
 
-    >>> x = torch.tensor([[0.9, 0.0], [0.0, 0.0], [0.1, 0.0], [1.0, 0.0]])
+    >>> x = torch.tensor([[0.75, 0.0], [0.0, 0.0], [0.25, 0.0], [1.0, 0.0]])
     >>> x[kd_order(x, 2)][:, 0].tolist()
-    [0.0, 0.1, 0.9, 1.0]
+    [0.0, 0.25, 0.75, 1.0]
     """
     n = x.shape[0]
     ids = torch.arange(n, device=x.device)

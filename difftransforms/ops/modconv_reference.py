@@ -12,7 +12,7 @@ Conventions (shared by the C++/CUDA ops in ``kernels/``):
 - ``filters``: ``(F, H, W)`` real, the full Fourier-domain filters (Morlet spectra are real).
 - ``k``: fold factor (``2**j``), must divide ``H`` and ``W``.
 - result: ``(N, F, H//k, W//k)`` complex,
-  ``out[n, f, u, v] = mean_{a, b < k} filters[f, u + a H/k, v + b W/k] * X[n, u + a H/k, v + b W/k]``
+  ``out[n, f, u, v] = mean_{a,b<k} filters[f, u + aH/k, v + bW/k] * X[n, u + aH/k, v + bW/k]``
   so that ``ifft2(out)`` is ``(filter * x)`` sampled every ``k`` pixels.
 """
 
@@ -23,11 +23,14 @@ from torch import Tensor
 
 
 def full_spectrum(xhat: Tensor, width: int) -> Tensor:
-    """Rebuild the full ``(..., H, W)`` spectrum from an rfft2 half spectrum ``(..., H, W//2+1)``."""
+    """Rebuild the full ``(..., H, W)`` spectrum from an rfft2 half spectrum
+    ``(..., H, W//2+1)``."""
     H = xhat.shape[-2]
     wr = xhat.shape[-1]
     if wr != width // 2 + 1:
-        raise ValueError(f"half spectrum has {wr} columns; expected width // 2 + 1 = {width // 2 + 1}")
+        raise ValueError(
+            f"half spectrum has {wr} columns; expected width // 2 + 1 = {width // 2 + 1}"
+        )
     n_missing = width - wr  # columns v = wr .. width-1, mirrored from width - v
     if n_missing == 0:
         return xhat
@@ -48,7 +51,9 @@ def filter_fold_reference(xhat: Tensor, filters: Tensor, width: int, k: int) -> 
     N, H, W = full.shape
     F = filters.shape[0]
     if filters.shape[-2:] != (H, W):
-        raise ValueError(f"filters have spatial shape {tuple(filters.shape[-2:])}, expected {(H, W)}")
+        raise ValueError(
+            f"filters have spatial shape {tuple(filters.shape[-2:])}, expected {(H, W)}"
+        )
     if H % k or W % k:
         raise ValueError(f"fold factor k={k} must divide the spectrum size {(H, W)}")
     prod = full[:, None] * filters[None].to(full.dtype)

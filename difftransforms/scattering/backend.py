@@ -98,10 +98,49 @@ def _live_blocks(filters: Tensor, k: int) -> list[tuple[int, int]]:
             for b, v in enumerate(row) if v]
 
 
+def _block_slices(a: int, b: int, h: int, w: int) -> tuple[slice, slice]:
+    return slice(a * h, (a + 1) * h), slice(b * w, (b + 1) * w)
+
+
+class _FoldTorch(torch.autograd.Function):
+    """Multiply-and-fold of a full spectrum by real filters, over the live aliased blocks.
+
+    The blocks partition the spectrum, so the backward writes each block of the input
+    gradient once (autograd's slice backward would allocate a full-size zero tensor per
+    block)."""
+
+    @staticmethod
+    def forward(ctx, xhat: Tensor, fc: Tensor, k: int,  # type: ignore[override]
+                blocks: list[tuple[int, int]]) -> Tensor:
+        N, H, W = xhat.shape
+        F = fc.shape[0]
+        h, w = H // k, W // k
+        out = xhat.new_zeros(N, F, h, w)
+        for a, b in blocks:
+            rs, cs = _block_slices(a, b, h, w)
+            out.addcmul_(xhat[:, None, rs, cs], fc[None, :, rs, cs])
+        ctx.save_for_backward(fc)
+        ctx.k, ctx.blocks, ctx.shape = k, blocks, (N, H, W)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (fc,) = ctx.saved_tensors
+        N, H, W = ctx.shape
+        k = ctx.k
+        h, w = H // k, W // k
+        grad = g.new_zeros(N, H, W)
+        for a, b in ctx.blocks:
+            rs, cs = _block_slices(a, b, h, w)
+            # d out / d xhat = fc (real filters, conj is a no-op)
+            grad[:, rs, cs] = (g * fc[None, :, rs, cs].conj()).sum(dim=1)
+        return grad, None, None, None
+
+
 def filter_fold_torch(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
     """``filter_fold`` (same result as the reference) as a sum over the ``k²`` aliased blocks
-    of the product, skipping blocks where every filter is exactly or numerically zero (below
-    1e-30: on CPU only, where the check costs no device sync).
+    of the product, skipping blocks where every filter is exactly zero (on CPU, where the
+    check costs no device sync). Differentiable with respect to ``xhat`` only.
 
     Accepts the rfft2 half spectrum ``(N, H, W//2+1)`` or the full spectrum ``(N, H, W)``.
     """
@@ -116,23 +155,20 @@ def filter_fold_torch(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tens
                          f"expected {(H, W)}")
     if H % k or W % k:
         raise ValueError(f"fold factor k={k} must divide the spectrum size {(H, W)}")
+    if filters.requires_grad:
+        raise ValueError("filter_fold_torch does not differentiate the filters; use the "
+                         "'reference' backend for learnable filters")
     # complex x complex is several times faster than complex x real in PyTorch (CPU)
     if k == 1:
         return xhat[:, None] * filters.to(xhat.dtype)[None]
-    h, w = H // k, W // k
     fc = filters.to(xhat.dtype) * (1.0 / (k * k))
-    if filters.device.type == "cpu" and not filters.requires_grad:
+    if filters.device.type == "cpu":
         blocks = _live_blocks(filters, k)
     else:
         blocks = [(a, b) for a in range(k) for b in range(k)]
     if not blocks:
-        return xhat.new_zeros(N, F, h, w)
-    out: Tensor | None = None
-    for a, b in blocks:
-        xb = xhat[:, None, a * h:(a + 1) * h, b * w:(b + 1) * w]
-        fb = fc[None, :, a * h:(a + 1) * h, b * w:(b + 1) * w]
-        out = xb * fb if out is None else torch.addcmul(out, xb, fb)
-    return out
+        return xhat.new_zeros(N, F, H // k, W // k) + 0 * xhat.sum()
+    return _FoldTorch.apply(xhat, fc, k, blocks)
 
 
 def get_backend(name: str | Backend = "auto") -> Backend:

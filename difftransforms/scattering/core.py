@@ -102,7 +102,7 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
 
 
 def moments_core(x: Tensor, backend: Backend, psi_levels: list[Tensor], J: int, *,
-                 max_order: int = 2, oversampling: int = 1,
+                 max_order: int = 2, oversampling: int = 0,
                  memory_efficient: bool = True) -> tuple[Tensor, Tensor | None]:
     """Spatial means of scattering moduli of periodic signals ``x`` ``(N, H, W)``.
 
@@ -113,9 +113,9 @@ def moments_core(x: Tensor, backend: Backend, psi_levels: list[Tensor], J: int, 
     Every map at scale ``j`` is computed exactly (no aliasing: ``filter_fold`` subsamples
     the exact convolution) on the grid subsampled by ``2^r``, ``r = max(j - oversampling, 0)``
     (capped by the largest power of two dividing ``H`` and ``W``, and by ``len(psi_levels)``).
-    With ``oversampling=1`` the grid is twice finer than the wavelet's critical sampling and
-    the means equal full-resolution means to ~1e-6; ``oversampling=0`` is kymatio's
-    sampling (about 3x less work, deviations ~1e-3).
+    ``oversampling=0`` is kymatio's critical sampling (second-order maps are then exactly
+    kymatio's ``U2`` maps); each extra step doubles the grids and brings the means closer to
+    full-resolution means (``2``: ~1e-6).
     """
     n, H, W = x.shape
     L = psi_levels[0].shape[1]

@@ -39,7 +39,7 @@ from difftransforms._utils import as_bchw, check_finite, check_floating
 
 from .colour import match_histogram, resize_periodic, spectral_noise
 from .losses import GramLoss, MomentLoss, SlicedWassersteinLoss
-from .models import DEFAULT_LOSS, build_model, default_J, feature_list, loss_kind_for
+from .models import build_model, default_J, feature_list, loss_kind_for
 from .models import resolve_name as _resolve_name
 
 __all__ = ["Synthesizer", "synthesize", "SynthesisInfo", "CHECKPOINT_FORMAT"]
@@ -144,8 +144,9 @@ class Synthesizer:
         lr: Adam learning rate (default 0.02) or L-BFGS step scale (default 1).
         lbfgs_iters: L-BFGS iterations per outer step (default 10); random projections stay
             fixed within one L-BFGS call and are redrawn between calls (Heitz et al. 2021).
-        scales: number of coarse-to-fine scales (``None``: 2 when the output and the example
-            are at least 128 pixels on each side, else 1).
+        scales: number of coarse-to-fine scales (``None``: for feature-map models 3 when the
+            output and the example are at least 256 pixels on each side, 2 from 128, else 1;
+            1 for the scattering / covariance / spectra moments).
         init: ``"spectral"`` (Gaussian noise with the example's spectrum and colours,
             default), ``"noise"`` (white noise around the example's mean colour) or a Tensor.
         histogram_matching: match each channel's histogram to the example at the end.
@@ -283,8 +284,12 @@ class Synthesizer:
         h, w = self.size
         eh, ew = self.example.shape[-2:]
         smallest = min(h, w, eh, ew)
-        if scales is None:
-            scales = 2 if smallest >= 128 else 1
+        if scales is None and self.name in ("scattering", "covariance", "spectra"):
+            # their J already spans the large scales, and upsampling a coarse solution
+            # leaves a pixel grid that phase-blind moments do not erase: one scale
+            scales = 1
+        if scales is None:  # coarsest scale of at least 64 pixels, at most 3 scales
+            scales = 3 if smallest >= 256 else 2 if smallest >= 128 else 1
         if scales < 1:
             raise ValueError(f"scales must be >= 1, got {scales}")
         factors = [2**k for k in range(scales)]
@@ -431,9 +436,15 @@ class Synthesizer:
         t0 = time.perf_counter()
         self._loss.resample()  # fresh random projections for this outer step
         best = [math.inf]
+        best_x: list[Tensor | None] = [None]
         x, opt = self.x, self._opt
+        deadline = self._stage_deadline(self.stage)
+        # time left for this step (the budget is also honoured inside an L-BFGS call)
+        left = None if deadline is None else deadline - self.elapsed
 
         def closure() -> Tensor:
+            if left is not None and best_x[0] is not None and time.perf_counter() - t0 > left:
+                raise _OutOfTime
             opt.zero_grad(set_to_none=True)
             val = self.objective(x)
             val.backward()
@@ -441,13 +452,23 @@ class Synthesizer:
             v = float(val.detach())
             if v < best[0]:
                 best[0] = v
+                if left is not None:
+                    best_x[0] = x.detach().clone()
             return val
 
-        if self.optimizer_name == "lbfgs":
-            opt.step(closure)
-        else:
-            closure()
-            opt.step()
+        out_of_time = False
+        try:
+            if self.optimizer_name == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        except _OutOfTime:
+            # stopped inside a line search: keep the best point evaluated in this step; the
+            # optimiser state is stale, but this scale is over (a fresh one is built next)
+            out_of_time = True
+            with torch.no_grad():
+                x.copy_(best_x[0])
         loss = best[0]
         if not math.isfinite(loss):
             raise FloatingPointError(
@@ -456,6 +477,8 @@ class Synthesizer:
         self.stage_step += 1
         self.losses.append(loss)
         self.elapsed += time.perf_counter() - t0
+        if out_of_time:
+            self.elapsed = max(self.elapsed, deadline or 0.0)
         self._update_stall()
         return loss
 
@@ -627,6 +650,10 @@ class Synthesizer:
         except Exception as e:  # corrupted / foreign file
             raise ValueError(f"cannot read checkpoint {path}: {e}") from None
         self.load_state_dict(state)
+
+
+class _OutOfTime(Exception):
+    """Raised inside the closure when the time budget runs out mid L-BFGS call."""
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -131,7 +131,7 @@ class SlicedWassersteinLoss:
         self.directions, self._sorted, self._scale = [], [], []
         for t in self.targets:
             k = t.shape[1]
-            p = self.n_directions or k
+            p = self.n_directions or max(k, 4)
             d = _random_directions(k, p, self.generator, t)
             s = torch.sort(_project(t, d), dim=-1).values  # (1, P, N_y)
             self.directions.append(d)

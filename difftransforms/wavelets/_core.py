@@ -57,10 +57,13 @@ def _pad_part(x: Tensor, idx: Tensor, w: Tensor, pure: bool, dim: int) -> Tensor
         return x.new_zeros(shape)
     if pure:
         return x.index_select(dim, idx[0])
-    out = x.index_select(dim, idx[0]) * _wshape(w[0], dim, x.dim())
+    # accumulated in float64 (then cast back): smooth/antireflect pads extrapolate and cancel
+    acc = torch.float64 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else x.dtype
+    w = w.to(acc)
+    out = x.index_select(dim, idx[0]).to(acc) * _wshape(w[0], dim, x.dim())
     for t in range(1, idx.shape[0]):
-        out = out + x.index_select(dim, idx[t]) * _wshape(w[t], dim, x.dim())
-    return out
+        out = out + x.index_select(dim, idx[t]).to(acc) * _wshape(w[t], dim, x.dim())
+    return out.to(x.dtype)
 
 
 def extend(x: Tensor, plan: Plan, dim: int) -> Tensor:
@@ -89,62 +92,70 @@ def fold(z: Tensor, plan: Plan, dim: int) -> Tensor:
     return x
 
 
-# ---------------------------------------------------------------------------- 1-D (last axis)
+# ---------------------------------------------------------------------------- 1-D primitives
+# Strided correlation as unfold (a view) + matmul, and its transpose as matmul + overlap-add
+# (``F.fold``): fast for the small and float64 problems where ``conv1d`` is slow on CPU,
+# and differentiable in both the signal and the taps.
+
+
+def _correlate(xe: Tensor, taps: Tensor, dim: int) -> Tensor:
+    """``y[..., k, ..., c] = sum_j taps[c, j] xe[..., 2k + j, ...]``: new last dim ``c``."""
+    F_ = taps.shape[1]
+    win = xe.unfold(dim, F_, 2)  # window appended as last dim
+    return win @ taps.t()
+
+
+def _overlap_add(blocks: Tensor, npad: int) -> Tensor:
+    """``z[..., n] = sum_k blocks[..., k, n - 2k]`` for ``blocks (..., K, F)``."""
+    lead = blocks.shape[:-2]
+    K, F_ = blocks.shape[-2:]
+    cols = blocks.reshape(-1, K, F_).transpose(1, 2)
+    z = F.fold(cols, output_size=(1, npad), kernel_size=(1, F_), stride=(1, 2))
+    return z.reshape(*lead, npad)
 
 
 def analysis1d(x: Tensor, dec: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
     """``(..., N)`` -> ``(cA, cD)`` each ``(..., K)``."""
-    xe = extend(x, plan, -1)
-    lead = xe.shape[:-1]
-    y = F.conv1d(xe.reshape(-1, 1, xe.shape[-1]), dec.unsqueeze(1), stride=2)
-    y = y.reshape(*lead, 2, plan.K)
-    return y[..., 0, :], y[..., 1, :]
+    y = _correlate(extend(x, plan, -1), dec, -1)
+    return y[..., 0], y[..., 1]
 
 
 def synthesis1d(a: Tensor, d: Tensor, rec: Tensor, plan: Plan) -> Tensor:
     """``(cA, cD)`` each ``(..., K)`` -> ``(..., N)``."""
-    lead = a.shape[:-1]
-    y = torch.stack([a, d], -2).reshape(-1, 2, plan.K)
-    z = F.conv_transpose1d(y, rec.unsqueeze(1), stride=2)
-    z = z.reshape(*lead, z.shape[-1])
-    return fold(z, plan, -1)
+    blocks = torch.stack([a, d], -1) @ rec                     # (..., K, F)
+    return fold(_overlap_add(blocks, plan.npad), plan, -1)
 
 
-# ---------------------------------------------------------------------------- 2-D (last two)
+# set to False (e.g. in tests, or to compare) to force the pure-PyTorch path
+USE_KERNELS = True
 
 
 def _use_kernel(t: Tensor, needs_grad: bool) -> bool:
-    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+    return (USE_KERNELS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
             and not needs_grad and _kernel.available())
 
 
 def analysis2d_torch(x: Tensor, dec: Tensor, ph: Plan, pw: Plan) -> Tensor:
     """``(M, H, W)`` -> ``(M, 4, Kh, Kw)`` bands ``(aa, da, ad, dd)``, pure PyTorch."""
     M = x.shape[0]
-    xe = extend(x, ph, -2).unsqueeze(1)                                  # (M,1,Nph,W)
-    y = F.conv2d(xe, dec.reshape(2, 1, -1, 1), stride=(2, 1))           # (M,2,Kh,W)
-    ye = extend(y, pw, -1).reshape(2 * M, 1, ph.K, pw.npad)
-    z = F.conv2d(ye, dec.reshape(2, 1, 1, -1), stride=(1, 2))           # (2M,2,Kh,Kw)
-    z = z.reshape(M, 2, 2, ph.K, pw.K).transpose(1, 2)                   # (M, w, h, ...)
-    return z.reshape(M, 4, ph.K, pw.K)
+    y = _correlate(extend(x, pw, -1), dec, -1)                 # (M, H, Kw, wb)
+    z = _correlate(extend(y, ph, 1), dec, 1)                   # (M, Kh, Kw, wb, hb)
+    return z.permute(0, 3, 4, 1, 2).reshape(M, 4, ph.K, pw.K)
 
 
 def synthesis2d_torch(a: Tensor, h: Tensor, v: Tensor, d: Tensor, rec: Tensor, ph: Plan,
                       pw: Plan) -> Tensor:
     """Bands ``(M, Kh, Kw)`` -> ``(M, Nh, Nw)``, pure PyTorch."""
-    M = a.shape[0]
-    # (M, hband, wband, Kh, Kw) -> synthesise along W first
-    y = torch.stack([torch.stack([a, v], 1), torch.stack([h, d], 1)], 1)
-    y = y.reshape(2 * M, 2, ph.K, pw.K)
-    z = F.conv_transpose2d(y, rec.reshape(2, 1, 1, -1), stride=(1, 2))  # (2M,1,Kh,Npw)
-    z = fold(z, pw, -1).reshape(M, 2, ph.K, pw.N)
-    u = F.conv_transpose2d(z, rec.reshape(2, 1, -1, 1), stride=(2, 1))  # (M,1,Nph,Nw)
-    return fold(u[:, 0], ph, -2)
+    y = torch.stack([torch.stack([a, h], -1), torch.stack([v, d], -1)], -2)  # (M,Kh,Kw,wb,hb)
+    bh = (y @ rec).permute(0, 2, 3, 1, 4)                       # (M, Kw, wb, Kh, F)
+    u = fold(_overlap_add(bh, ph.npad), ph, -1)                # (M, Kw, wb, Nh)
+    bw = (u.permute(0, 3, 1, 2) @ rec)                         # (M, Nh, Kw, F)
+    return fold(_overlap_add(bw, pw.npad), pw, -1)
 
 
 def analysis2d(x: Tensor, dec: Tensor, ph: Plan, pw: Plan, needs_grad: bool) -> Tensor:
     """``(M, H, W)`` -> ``(M, 4, Kh, Kw)``; C++ kernel when possible."""
-    if _use_kernel(x, needs_grad):
+    if dec.shape[1] <= 128 and _use_kernel(x, needs_grad):
         ptrH, idxH, wH = _csr(ph)
         ptrW, idxW, wW = _csr(pw)
         return torch.ops.difftransforms_wavelets.analysis2d(
@@ -155,7 +166,7 @@ def analysis2d(x: Tensor, dec: Tensor, ph: Plan, pw: Plan, needs_grad: bool) -> 
 def synthesis2d(a: Tensor, h: Tensor, v: Tensor, d: Tensor, rec: Tensor, ph: Plan, pw: Plan,
                 needs_grad: bool) -> Tensor:
     """Bands ``(M, Kh, Kw)`` -> ``(M, Nh, Nw)``; C++ kernel when possible."""
-    if _use_kernel(a, needs_grad):
+    if rec.shape[1] <= 128 and _use_kernel(a, needs_grad):
         ptrH, idxH, wH = _csr(ph)
         ptrW, idxW, wW = _csr(pw)
         return torch.ops.difftransforms_wavelets.synthesis2d(
