@@ -98,7 +98,11 @@ def peak_memory_mb(n: int, device: str, extra: str = "") -> float:
             if line.startswith("PEAK_KB"):
                 return int(line.split()[1]) / 1024.0
         raise RuntimeError(out.stderr[-2000:])
-    return peak_rss_mb(setup + "#--measure--\n" + body)
+    # reset the RSS high-water mark first (Linux >= 4.0): import-time peaks (torch alone
+    # peaks at ~500 MB) would otherwise hide allocations smaller than them
+    reset = ("try:\n    open('/proc/self/clear_refs', 'w').write('5')\n"
+             "except OSError:\n    pass\n")
+    return peak_rss_mb(setup + reset + "#--measure--\n" + body)
 
 
 def main() -> None:

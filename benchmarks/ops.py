@@ -48,7 +48,7 @@ import torch
 from difftransforms.ops import filter_fold
 torch.set_num_threads({threads})
 N, F, H, W, k = {N}, {F}, {H}, {W}, {k}
-xhat = torch.fft.rfft2(torch.randn(N, H, W)).requires_grad_(True)
+xhat = torch.randn(N, H, W // 2 + 1, dtype=torch.complex64, requires_grad=True)
 filters = torch.rand(F, H, W)
 grad = torch.randn(N, F, H // k, W // k, dtype=torch.complex64)
 filter_fold(xhat[:1, :8, :5].detach(), filters[:, :8, :8], 8, 1, backend={backend!r})

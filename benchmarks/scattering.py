@@ -10,14 +10,17 @@ bank construction. kymatio objects are built outside the timed regions.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks._harness import Bench, parser, peak_rss_mb, setup_threads
+from benchmarks._harness import ROOT, Bench, parser, peak_rss_mb, setup_threads
 
 try:  # kymatio's public entry point fails with scipy >= 1.17; the frontend class works
     from kymatio.scattering2d.filter_bank import filter_bank as kymatio_filter_bank
@@ -45,6 +48,33 @@ x = torch.rand({shape}, requires_grad=True)
 S(x).sum().backward()
 """
 
+
+
+def _peak_mb(code: str) -> float:
+    """Peak RSS growth (MB) of the part of ``code`` after ``#--measure--``, in a fresh process.
+
+    Like ``_harness.peak_rss_mb`` but the high-water mark is reset (``/proc/self/clear_refs``)
+    at the marker, so that neither imports nor the parent's footprint (``ru_maxrss`` is
+    inherited through fork) hide the growth; falls back to the harness elsewhere.
+    """
+    if not Path("/proc/self/clear_refs").exists():
+        return peak_rss_mb(code)
+    before, _, after = code.partition("#--measure--")
+
+    def kb(field: str) -> str:
+        return (f"int([l for l in open('/proc/self/status') if l.startswith('{field}:')][0]"
+                f".split()[1])")
+
+    script = (before + "\nimport gc; gc.collect()\n"
+              "open('/proc/self/clear_refs', 'w').write('5')\n"
+              f"_b = {kb('VmRSS')}\n" + after + f"\n_a = {kb('VmHWM')}\n"
+              "print('PEAK_KB', _a - _b)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in out.stdout.splitlines():
+        if line.startswith("PEAK_KB"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"memory probe failed:\n{out.stderr[-2000:]}")
 
 
 def _fwd_bwd(f, x):
@@ -92,7 +122,7 @@ def _case(bench: Bench, membench: Bench, args, backend, threads: str, shape, J: 
             path = tmp / f"{name}.pt"
             torch.save(obj, path)
             try:
-                mem[name] = peak_rss_mb(_MEM.format(threads=threads, path=str(path),
+                mem[name] = _peak_mb(_MEM.format(threads=threads, path=str(path),
                                                     shape=shape))
             except RuntimeError as e:
                 mem[name] = f"failed: {str(e).splitlines()[-1][:60]}"

@@ -1115,3 +1115,93 @@ def compare(example: Path, synth: tuple[Path, ...], as_json: bool, metrics: str,
         click.echo("ok: within the second-crop range (as good as a fresh crop of the example); "
                    "HIGH: above it. Lower is better for every metric. Random-phase noise "
                    "matches the spectrum: a good spectrum_gap alone proves little.")
+
+
+@main.command()
+@click.argument("content", metavar="CONTENT", type=click.Path(path_type=Path, dir_okay=True))
+@click.argument("style", metavar="STYLE", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--model", "-m", type=click.Choice(["auto", "cnn", "vgg19"], case_sensitive=False),
+              default="auto", show_default=True,
+              help="Features: random multiscale CNN (auto, no weights) or pretrained VGG19.")
+@click.option("--content-weight", type=NONNEGATIVE_FLOAT, default=1.0, show_default=True,
+              help="Larger keeps more of CONTENT's structure.")
+@click.option("--size", type=_Size(), default=None,
+              help="Output HxW (default: CONTENT's size, at most 512 per side).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimisation steps (L-BFGS calls) at the finest scale.")
+@click.option("--time", "time_budget", type=POSITIVE_FLOAT, default=None,
+              help="Stop after this many seconds (default on a CPU without --steps: "
+                   f"{SYNTH_CPU_BUDGET[1]:g}).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Save the run's state to this file every few steps (atomically).")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Local VGG19 state dict for --model vgg19.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@output_options
+def stylize(
+    content: Path,
+    style: Path,
+    output: Path,
+    force: bool,
+    device: str,
+    model: str,
+    content_weight: float,
+    size: tuple[int, int] | None,
+    steps: int | None,
+    time_budget: float | None,
+    seed: int,
+    checkpoint: Path | None,
+    resume: bool,
+    weights: Path | None,
+    quiet: bool,
+) -> None:
+    """Style transfer: repaint CONTENT with the texture of STYLE (Gatys et al.).
+
+    The synthesis engine with a content term: the output keeps CONTENT's feature maps while
+    its texture statistics match STYLE's.
+
+    Example: difftransforms stylize photo.png brick.png -o brick_photo.png
+    """
+    import torch
+
+    from difftransforms.synthesis import Synthesizer
+    from difftransforms.synthesis.engine import DEFAULT_STEPS
+
+    check_output_path(output, force)
+    if resume and checkpoint is None:
+        raise UserError("--resume needs --checkpoint FILE (the file of the interrupted run)")
+    if checkpoint is not None and checkpoint.exists() and not resume and not force:
+        raise UserError(f"checkpoint {checkpoint} already exists; pass --resume to continue "
+                        "that run or --force to start over")
+    if weights is not None and model.lower() != "vgg19":
+        raise UserError("--weights is only used by --model vgg19")
+    t0 = time.perf_counter()
+    c, _ = load_input(content, device)
+    s, _ = load_input(style, device)
+    if c.shape[1] != s.shape[1]:  # grey + colour: work in colour
+        c, s = c.expand(-1, 3, -1, -1), s.expand(-1, 3, -1, -1)
+    if size is None:
+        size = (min(c.shape[-2], 512), min(c.shape[-1], 512))
+    name = "cnn" if model.lower() == "auto" else model.lower()
+    if steps is None and time_budget is None and torch.device(device).type == "cpu":
+        time_budget = SYNTH_CPU_BUDGET[1]
+        steps = DEFAULT_STEPS[name]
+    opts: dict[str, Any] = {"weights": str(weights)} if weights is not None else {}
+    from difftransforms.features import WeightsUnavailableError
+
+    try:
+        synth = Synthesizer(
+            s, name, size, steps=steps, time_budget=time_budget, seed=seed, device=device,
+            content=c.contiguous(), content_weight=content_weight, histogram_matching=False,
+            progress=not quiet, checkpoint=checkpoint, resume=resume, model_options=opts,
+        )
+        y = synth.run()
+    except WeightsUnavailableError as e:
+        raise UserError(f"{e} (or use --model cnn, which needs no weights)") from None
+    except FloatingPointError as e:
+        raise UserError(str(e)) from None
+    written = save_output(y, output, force=force)
+    echo_summary(output, written, time.perf_counter() - t0,
+                 f"model {synth.name}, {synth.global_step()} steps")

@@ -110,9 +110,21 @@ if dev.startswith("cuda"):
     fn(q, p, 1.0); torch.cuda.synchronize()
     print("PEAK_MB", (torch.cuda.max_memory_allocated() - b) / 2**20)
 else:
-    b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn(q, p, 1.0)
-    print("PEAK_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b) / 1024)
+    def status(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    try:  # reset the RSS high-water mark (Linux >= 4.0) so import-time peaks do not hide ours
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        b = status("VmRSS:")
+        fn(q, p, 1.0)
+        print("PEAK_MB", (status("VmHWM:") - b) / 1024)
+    except OSError:
+        b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn(q, p, 1.0)
+        print("PEAK_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b) / 1024)
 """
 
 
@@ -225,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="largest N for the (slow) dense code (default 5000)")
     ap.add_argument("--no-memory", action="store_true", help="skip memory measurements")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--output", type=Path, default=ROOT / "assets" / "figures" / "kernel_norm.png")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
@@ -232,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but no CUDA GPU is available; use --device cpu",
               file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes] if args.sizes else sizes_up_to(int(args.max_n))
     if not sizes or min(sizes) < 1:
         print("error: need at least one size >= 1 (e.g. --max-n 1e4)", file=sys.stderr)

@@ -260,6 +260,19 @@ def test_public_api_validation():
         modulus(f)
 
 
+def test_backend_info_and_compiled_helpers(monkeypatch):
+    from difftransforms.ops import modconv
+
+    info = modconv.backend_info("cpu")
+    assert info.startswith("compiled") == modconv.compiled_available("cpu")
+    assert modconv.backend_info("mps").startswith("reference")
+    if modconv.compiled_available("cpu"):
+        z = torch.randn(3, 4, dtype=torch.complex64)
+        torch.testing.assert_close(modconv.modulus_compiled(z), z.abs())
+    monkeypatch.setenv(_build.BACKEND_ENV, "reference")
+    assert "forced" in modconv.backend_info("cpu") and not modconv.compiled_available("cpu")
+
+
 def test_backend_env(monkeypatch):
     monkeypatch.setenv(_build.BACKEND_ENV, "reference")
     assert _build.use_compiled("cpu") is False

@@ -8,7 +8,9 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import load_asset
 
+from difftransforms.ops.modconv_reference import filter_fold_reference
 from difftransforms.scattering import (
     CovarianceMoments,
     Scattering2D,
@@ -25,32 +27,36 @@ from difftransforms.scattering import (
     spectra_meta,
 )
 from difftransforms.scattering.backend import filter_fold_torch
-from difftransforms.ops.modconv_reference import filter_fold_reference
-
-from conftest import load_asset
 
 kymatio_fb = pytest.importorskip("kymatio.scattering2d.filter_bank")
 kymatio_frontend = pytest.importorskip("kymatio.scattering2d.frontend.torch_frontend")
 
 
 # kymatio's filter construction is slow: build each object once per session
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kymatio_bank(M: int, N: int, J: int, L: int) -> dict:
     return kymatio_fb.filter_bank(M, N, J, L)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kymatio_scattering(J: int, shape: tuple[int, int], L: int, max_order: int,
                        pre_pad: bool = False):
     return kymatio_frontend.ScatteringTorch2D(J, shape, L=L, max_order=max_order,
                                               pre_pad=pre_pad)
 
 
-def kymatio_psi(M: int, N: int, J: int, L: int, res: int = 0) -> torch.Tensor:
-    """kymatio's wavelets at resolution ``res`` as a float64 ``(J, L, M/2^res, N/2^res)``."""
+def kymatio_psi(M: int, N: int, J: int, L: int) -> torch.Tensor:
+    """kymatio's wavelets as a float64 ``(J, L, M, N)``."""
+    psi = kymatio_bank(M, N, J, L)["psi"]
+    return torch.stack([torch.from_numpy(np.asarray(p["levels"][0], dtype=np.float64))
+                        for p in psi]).reshape(J, L, M, N)
+
+
+def kymatio_psi_level(M: int, N: int, J: int, L: int, j: int, res: int) -> torch.Tensor:
+    """kymatio's wavelets of scale ``j`` for a signal subsampled by ``2^res``: ``(L, m, n)``."""
     psi = kymatio_bank(M, N, J, L)["psi"]
     return torch.stack([torch.from_numpy(np.asarray(p["levels"][res], dtype=np.float64))
-                        for p in psi]).reshape(J, L, M // 2**res, N // 2**res)
+                        for p in psi if p["j"] == j])
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -177,7 +183,7 @@ def test_scattering2d_bad_inputs():
 def test_scattering2d_gradcheck(padding, device):
     S = Scattering2D(2, (8, 12), L=2, padding=padding).double().to(device)
     x = torch.rand(1, 8, 12, dtype=torch.float64, device=device, requires_grad=True)
-    assert torch.autograd.gradcheck(S, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradcheck(S, (x,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
 def test_scattering2d_memory_efficient_same_gradient():
@@ -209,15 +215,16 @@ def test_constant_image_gradient_is_finite(module, dtype, device):
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_filter_fold_torch_matches_reference(k, device):
     torch.manual_seed(1)
-    x = torch.randn(3, 16, 24, dtype=torch.float64, device=device)
-    f = torch.rand(5, 16, 24, dtype=torch.float64, device=device)
-    f[:, 4:8] = 0  # whole aliased blocks of zeros are skipped
+    x = torch.randn(2, 8, 12, dtype=torch.float64, device=device)
+    f = torch.rand(3, 8, 12, dtype=torch.float64, device=device)
+    f[:, 2:4] = 0  # whole aliased blocks of zeros are skipped
     half = torch.fft.rfft2(x)
-    ref = filter_fold_reference(half, f, 24, k)
-    assert torch.allclose(filter_fold_torch(half, f, 24, k), ref, atol=1e-12)
-    assert torch.allclose(filter_fold_torch(torch.fft.fft2(x), f, 24, k), ref, atol=1e-12)
+    ref = filter_fold_reference(half, f, 12, k)
+    assert torch.allclose(filter_fold_torch(half, f, 12, k), ref, atol=1e-12)
+    assert torch.allclose(filter_fold_torch(torch.fft.fft2(x), f, 12, k), ref, atol=1e-12)
     xf = torch.fft.fft2(x).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda z: filter_fold_torch(z, f, 24, k), (xf,))
+    assert torch.autograd.gradcheck(lambda z: filter_fold_torch(z, f, 12, k), (xf,),
+                                    fast_mode=True)
 
 
 def test_backends():
@@ -253,14 +260,13 @@ def naive_moments(x: torch.Tensor, J: int, L: int, oversampling: int | None) -> 
         u = u1[j1][..., ::k1, ::k1]  # (..., L1, h, w) on the grid of scale j1
         if j1 == J - 1:
             break
-        h, w = u.shape[-2:]
-        coarse = kymatio_psi(H, W, J, L, res=int(np.log2(k1))) if k1 > 1 else psi
+        res = int(np.log2(k1))
         Uh = torch.fft.fft2(u)
         for t1 in range(L):
             for j2 in range(j1 + 1, J):
                 k = step(j2) // k1
-                v = torch.fft.ifft2(Uh[..., t1, None, :, :] * coarse[j2, :, :h, :w]
-                                    if k1 == 1 else Uh[..., t1, None, :, :] * coarse[j2])
+                v = torch.fft.ifft2(Uh[..., t1, None, :, :]
+                                    * kymatio_psi_level(H, W, J, L, j2, res))
                 s2.append(v.abs()[..., ::k, ::k].mean(dim=(-2, -1)))
     return torch.cat([torch.stack(s1, -2).flatten(-2), torch.cat(s2, -1)], -1)
 
@@ -301,7 +307,7 @@ def test_moments_any_size_and_normalisation(device):
         if k == "S2":
             assert torch.allclose(out[..., i], raw[..., i] / (s1[j[0], t[0]] + 1e-8))
     naive = naive_moments(x.cpu().reshape(2, 30, 44), 2, 3, 0)
-    assert rel_err(raw.reshape(2, -1)[:, 2:], naive) < 1e-10
+    assert rel_err(raw.reshape(2, -1)[:, 2:], naive) < 1e-6  # kymatio: float32 filters
     # a second size reuses the module, the filters are built lazily per size
     assert m(torch.rand(16, 16, dtype=torch.float64, device=device)).shape == (m.n_moments,)
     with pytest.raises(ValueError, match="too large"):
@@ -311,7 +317,7 @@ def test_moments_any_size_and_normalisation(device):
 def test_moments_gradcheck(device):
     x = torch.rand(1, 8, 12, dtype=torch.float64, device=device, requires_grad=True)
     m = ScatteringMoments(2, L=2)
-    assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
 # ---------------------------------------------------------------------------- covariance / spectra
@@ -356,14 +362,14 @@ def test_spectra_match_naive(oversampling, device):
     assert out.shape == ref.shape == (S.n_statistics,)
     assert len(spectra_meta(J, L)["kind"]) == S.n_statistics
     err = (out - ref).abs().max()
-    assert err < (1e-8 if oversampling == 2 else 2e-3), err
+    assert err < (2e-6 if oversampling == 2 else 2e-3), err  # kymatio: float32 filters
     assert torch.allclose(scattering_spectra(x, J, L, oversampling=oversampling), out)
 
 
 def test_spectra_gradcheck():
     x = torch.rand(8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: scattering_spectra(z, 2, 2), (x,), eps=1e-6,
-                                    atol=1e-6, rtol=1e-4)
+                                    atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
 def test_covariance_moments_power(dtype, device):
@@ -374,6 +380,6 @@ def test_covariance_moments_power(dtype, device):
     P = torch.fft.ifft2(torch.fft.fft2(x)[:, None, None] * psi).abs().square().mean((-2, -1))
     out = CovarianceMoments(J, L, normalize=False)(x.to(device=device, dtype=dtype)).cpu()
     assert out.shape == (2, 2 + J * L) and out.dtype == dtype
-    assert rel_err(out[:, 2:], P.reshape(2, -1)) < (1e-10 if dtype == torch.float64 else 1e-5)
+    assert rel_err(out[:, 2:], P.reshape(2, -1)) < (1e-6 if dtype == torch.float64 else 1e-5)
     normed = covariance_moments(x, J, L)
     assert torch.allclose(normed[:, 2:] * normed[:, 1:2], P.reshape(2, -1), rtol=1e-8)

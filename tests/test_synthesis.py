@@ -187,18 +187,18 @@ def test_seed_reproducibility() -> None:
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_resume_equals_uninterrupted(tmp_path: Path, optimizer: str) -> None:
-    # 2 scales (48 -> 24 pixels at the coarse scale would be < 32: use 64), crossing the
-    # scale change inside the resumed half; random SW directions, L-BFGS history and RNG
+    # 2 scales (64 -> 32 pixels), the scale change inside the resumed half; the random SW
+    # directions, the L-BFGS history and the RNG state must all be restored
     y = _texture(3, n=64)
-    kw = {"steps": 4, "lbfgs_iters": 3, "optimizer": optimizer, "scales": 2,
+    kw = {"steps": 2, "lbfgs_iters": 3, "optimizer": optimizer, "scales": 2,
           "model_options": SMALL_CNN, "seed": 7}
     straight = Synthesizer(y, "cnn", **kw)
     ref = straight.run()
-    assert straight.stages == 2 and straight.global_step() == 2 + 4
+    assert straight.stages == 2 and straight.global_step() == 1 + 2
 
     ckpt = tmp_path / "run.ckpt"
     first = Synthesizer(y, "cnn", checkpoint=ckpt, checkpoint_every=100, **kw)
-    first.run(steps=3)  # stops mid-way (one step into the fine scale)
+    first.run(steps=1)  # stops after the coarse scale: the resumed run changes scale
     assert ckpt.exists() and not first.done
     del first
     second = Synthesizer(y, "cnn", checkpoint=ckpt, resume=True, **kw)  # "new process"
@@ -360,3 +360,24 @@ def test_cli_vgg19_without_weights_is_a_user_error(tmp_path: Path, example_png: 
     r = _run("synthesize", example_png, "-o", tmp_path / "o.png", "--steps", "1", "-q",
              "--model", "vgg19")
     assert r.exit_code == 2 and r.stderr.startswith("error:") and "weights" in r.stderr
+
+
+# ----------------------------------------------------------------------------- stylize
+def test_stylize_keeps_content_and_moves_towards_style(tmp_path: Path, example_png: Path) -> None:
+    from difftransforms.synthesis import stylize
+
+    content = _texture(1, seed=1)
+    content = (content * 0 + torch.linspace(0.2, 0.8, N).view(1, 1, 1, N)).contiguous()  # ramp
+    style = _texture(1, seed=2)
+    kw = {"model": "cnn", "steps": 2, "lbfgs_iters": 3, "model_options": SMALL_CNN}
+    strong = stylize(content, style, content_weight=100.0, **kw)
+    weak = stylize(content, style, content_weight=0.01, **kw)
+    assert strong.shape == content.shape
+    # a strong content weight stays closer to the content than a weak one
+    assert (strong - content).pow(2).mean() < (weak - content).pow(2).mean()
+    with pytest.raises(ValueError, match="feature maps"):
+        stylize(content, style, model="covariance", steps=1)
+    r = _run("stylize", example_png, example_png, "-o", tmp_path / "s.png", "--steps", "1",
+             "-q", "--size", "24x24")
+    assert r.exit_code == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape == (24, 24, 3)

@@ -9,7 +9,7 @@ from .kernel_reduction import (
     median_heuristic,
     mmd,
 )
-from .modconv import filter_fold, filter_fold_backward, modulus
+from .modconv import backend_info, filter_fold, filter_fold_backward, modulus
 from .modconv_reference import filter_fold_reference, modulus_reference
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "kernel_sum",
     "median_heuristic",
     "mmd",
+    "backend_info",
     "filter_fold",
     "filter_fold_backward",
     "filter_fold_reference",

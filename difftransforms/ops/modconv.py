@@ -34,7 +34,15 @@ from torch import Tensor
 from . import _build
 from .modconv_reference import filter_fold_reference, full_spectrum, modulus_reference
 
-__all__ = ["filter_fold", "modulus", "filter_fold_backward"]
+__all__ = [
+    "backend_info",
+    "compiled_available",
+    "filter_fold",
+    "filter_fold_backward",
+    "filter_fold_compiled",
+    "modulus",
+    "modulus_compiled",
+]
 
 _BACKEND_ARGS = (None, "auto", "reference", "compiled")
 
@@ -139,6 +147,36 @@ def modulus(z: Tensor, *, backend: str | None = None) -> Tensor:
 
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.complex128 else torch.float32
+
+
+def compiled_available(device: str | torch.device = "cpu") -> bool:
+    """Whether the compiled ops run on ``device`` (builds/loads them on first call; ``False``
+    when ``DIFFTRANSFORMS_BACKEND=reference``)."""
+    dev = torch.device(device).type
+    return _build.backend_setting() != "reference" and _build.compiled_available(dev)
+
+
+def backend_info(device: str | torch.device = "cpu") -> str:
+    """One line: which implementation :func:`filter_fold`/:func:`modulus` use on ``device``
+    and why (``"compiled C++ kernels ..."`` or ``"reference ...: <reason>"``)."""
+    dev = torch.device(device).type
+    if _build.backend_setting() == "reference":
+        return f"reference (forced by {_build.BACKEND_ENV}=reference)"
+    if dev not in _build.status():
+        return f"reference (no compiled kernels for device type {dev!r})"
+    st = _build.load(dev)
+    kind = "CUDA" if dev == "cuda" else "C++"
+    return f"compiled {kind} kernels" if st.loaded else f"reference: {st.reason}"
+
+
+def filter_fold_compiled(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
+    """:func:`filter_fold` forced onto the compiled op (``RuntimeError`` if unavailable)."""
+    return filter_fold(xhat, filters, width, k, backend="compiled")
+
+
+def modulus_compiled(z: Tensor) -> Tensor:
+    """:func:`modulus` forced onto the compiled op (``RuntimeError`` if unavailable)."""
+    return modulus(z, backend="compiled")
 
 
 # --------------------------------------------------------------------------------------

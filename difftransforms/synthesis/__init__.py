@@ -11,7 +11,7 @@ torch.Size([1, 1, 32, 32])
 from __future__ import annotations
 
 from .colour import ColourPCA, match_histogram, resize_periodic, spectral_noise
-from .engine import CHECKPOINT_FORMAT, SynthesisInfo, Synthesizer, synthesize
+from .engine import CHECKPOINT_FORMAT, SynthesisInfo, Synthesizer, stylize, synthesize
 from .losses import (
     GramLoss,
     MomentLoss,
@@ -24,6 +24,7 @@ from .models import MODELS
 
 __all__ = [
     "synthesize",
+    "stylize",
     "Synthesizer",
     "SynthesisInfo",
     "CHECKPOINT_FORMAT",

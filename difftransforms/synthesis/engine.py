@@ -42,7 +42,7 @@ from .losses import GramLoss, MomentLoss, SlicedWassersteinLoss
 from .models import build_model, default_J, feature_list, loss_kind_for
 from .models import resolve_name as _resolve_name
 
-__all__ = ["Synthesizer", "synthesize", "SynthesisInfo", "CHECKPOINT_FORMAT"]
+__all__ = ["Synthesizer", "synthesize", "stylize", "SynthesisInfo", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "difftransforms.synthesis/1"
 
@@ -197,6 +197,8 @@ class Synthesizer:
         checkpoint_every: int = 5,
         resume: bool = False,
         model_options: dict[str, Any] | None = None,
+        content: Tensor | None = None,
+        content_weight: float = 1.0,
     ) -> None:
         if not isinstance(example, Tensor):
             raise TypeError(f"example must be a torch.Tensor, got {type(example).__name__}")
@@ -253,6 +255,20 @@ class Synthesizer:
         self.checkpoint_every = int(checkpoint_every)
         self.resume = resume
         self.model_options = dict(model_options or {})
+        self.content: Tensor | None = None
+        self.content_weight = float(content_weight)
+        if content is not None:  # style transfer: the example is the style
+            check_floating(content, "content")
+            c, _ = as_bchw(content, "content")
+            check_finite(c, "content")
+            if c.shape[0] != 1 or c.shape[1] != self.channels:
+                raise ValueError(
+                    f"content must be one image with {self.channels} channel(s) like the "
+                    f"style, got shape {tuple(c.shape)}"
+                )
+            self.content = c.detach().to(device=self.device, dtype=dtype)
+            if size is None:
+                self.size = tuple(c.shape[-2:])  # type: ignore[assignment]
         if steps is None and time_budget is None:
             steps = DEFAULT_STEPS[self.name]
         self.steps = steps
@@ -375,9 +391,22 @@ class Synthesizer:
             self._loss = MomentLoss(feats)
         if self.mmd_weight > 0:
             self._mmd_targets = [f.detach() for f in feats if f.dim() == 4]
+        self._content_targets: list[Tensor] | None = None
+        if self.content is not None:
+            cont = resize_periodic(self.content, self.stage_size())
+            with torch.no_grad():
+                cf = [f.detach() for f in feature_list(self._model(cont)) if f.dim() == 4]
+            if not cf:
+                raise ValueError(
+                    f"style transfer needs a model with feature maps (cnn, vgg19); "
+                    f"{self.name!r} gives only statistics"
+                )
+            self._content_targets = cf
         if self.x is None:
             self.x = self._initial_image()
-        self.x = self.x.detach().to(device=self.device, dtype=self.dtype).requires_grad_(True)
+        # a fresh leaf: never alias the example, the content or a user's init tensor
+        self.x = self.x.detach().to(device=self.device, dtype=self.dtype).clone()
+        self.x.requires_grad_(True)
         self._opt = self._make_optimizer(self.x)
         if getattr(self, "_pending_opt_state", None) is not None:
             self._opt.load_state_dict(self._pending_opt_state)
@@ -393,6 +422,8 @@ class Synthesizer:
             if x0.shape[1] != self.channels:
                 raise ValueError(f"init has {x0.shape[1]} channels, the example {self.channels}")
             return resize_periodic(x0.to(device=self.device, dtype=self.dtype), hw)
+        if self.content is not None and self.init == "spectral":  # style transfer default
+            return resize_periodic(self.content, hw)
         if self.init == "spectral":
             return spectral_noise(ex, hw, self.generator)
         if self.init == "noise":
@@ -423,6 +454,13 @@ class Synthesizer:
             val = val + self.mmd_weight * sum(
                 feature_mmd(a, b) for a, b in zip(fm, self._mmd_targets, strict=True)
             ) / len(fm)
+        if self._content_targets is not None and self.content_weight > 0:
+            fm = [f for f in feats if f.dim() == 4]
+            closs = sum(
+                (a - b).pow(2).mean() / b.pow(2).mean().clamp_min(1e-12)
+                for a, b in zip(fm, self._content_targets, strict=True)
+            ) / len(fm)
+            val = val + self.content_weight * closs
         if self.range_weight > 0:
             pen = (F.relu(-x).pow(2) + F.relu(x - 1).pow(2)).mean()
             val = val + self.range_weight * pen
@@ -594,6 +632,7 @@ class Synthesizer:
             "factors": list(self.factors),
             "optimizer": self.optimizer_name,
             "seed": self.seed,
+            "content": None if self.content is None else tuple(self.content.shape),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -701,4 +740,37 @@ def synthesize(
     """
     s = Synthesizer(example, model, size, steps=steps, time_budget=time_budget, seed=seed,
                     device=device, callback=callback, loss=loss, optimizer=optimizer, **kwargs)
+    return s.run()
+
+
+def stylize(
+    content: Tensor,
+    style: Tensor,
+    model: str | nn.Module = "auto",
+    content_weight: float = 1.0,
+    size: int | Sequence[int] | str | None = None,
+    steps: int | None = None,
+    time_budget: float | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """Style transfer (Gatys et al.) with the synthesis engine.
+
+    Optimises ``X`` (initialised with ``content``) so that its texture statistics match
+    ``style`` (the synthesis loss of ``model``, sliced Wasserstein on random-CNN features by
+    default) while its feature maps stay close to ``content``'s (normalised L2, weight
+    ``content_weight``: larger keeps more of the content). ``model`` must give feature maps
+    (``"cnn"``, ``"vgg19"`` or an ``nn.Module``). Both images ``(1, C, H, W)`` in ``[0, 1]``
+    with the same ``C``; the output has the content's size unless ``size`` is given. No
+    histogram matching by default (the content's colours are kept where the loss allows).
+
+    >>> c, s = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    >>> net = torch.nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular")
+    >>> stylize(c, s, model=net, steps=1, lbfgs_iters=2).shape
+    torch.Size([1, 1, 32, 32])
+    """
+    kwargs.setdefault("histogram_matching", False)
+    s = Synthesizer(style, model, size, steps=steps, time_budget=time_budget, seed=seed,
+                    device=device, content=content, content_weight=content_weight, **kwargs)
     return s.run()
