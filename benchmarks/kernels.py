@@ -140,14 +140,14 @@ def main() -> None:
         p = torch.rand(n, 3, device=dev)
         big = n >= 20_000
         kw = dict(warmup=1 if big else 2, repeat=3 if big else args.repeat, max_seconds=30.0)
-        t_ours = timeit(lambda: ours_norm_and_grad(q, p, s), **kw)
+        t_ours = timeit(lambda q=q, p=p: ours_norm_and_grad(q, p, s), **kw)
         peers: dict[str, float | str] = {}
         need = dense_bytes(n) / 1e9
         if need > args.dense_limit_gb:
             peers["dense torch"] = f"n/a (needs {need:.0f} GB)"
         else:
             try:
-                peers["dense torch"] = timeit(lambda: dense_norm_and_grad(q, p, s), **kw)
+                peers["dense torch"] = timeit(lambda q=q, p=p: dense_norm_and_grad(q, p, s), **kw)
             except RuntimeError as e:  # out of memory
                 peers["dense torch"] = f"failed: {str(e)[:40]}"
         if keops_label is not None:
@@ -165,7 +165,7 @@ def main() -> None:
                                    f"{time.perf_counter() - t0:.1f} s (excluded from timings)")
                         compiled = True
                     # compiled already: at large N one call is enough (minutes on CPU)
-                    peers[keops_label] = timeit(lambda: keops(q, p, s),
+                    peers[keops_label] = timeit(lambda q=q, p=p: keops(q, p, s),
                                                 warmup=0 if big else 1,
                                                 repeat=1 if n >= 50_000 else 3,
                                                 max_seconds=60.0)
@@ -208,8 +208,8 @@ def sparse_table(dev: str, sizes: list[int], args, write: bool) -> None:
         big = n >= 50_000
         kw = dict(warmup=1, repeat=3 if big else args.repeat, max_seconds=30.0)
         st = sparsity_stats(q, q, p, "gaussian", s, 1e-4, block_size=256)
-        t_sp = timeit(lambda: ours_norm_and_grad(q, p, s, eps=1e-4), **kw)
-        exact = (timeit(lambda: ours_norm_and_grad(q, p, s), **kw)
+        t_sp = timeit(lambda q=q, p=p: ours_norm_and_grad(q, p, s, eps=1e-4), **kw)
+        exact = (timeit(lambda q=q, p=p: ours_norm_and_grad(q, p, s), **kw)
                  if n <= 100_000 or dev.startswith("cuda") else None)
         bench.add(f"N = {n:,} (pairs evaluated: {100 * st['density']:.1f}%)", t_sp,
                   {"ours exact (tiled)": exact if exact is not None else "skipped"})

@@ -20,12 +20,22 @@ from benchmarks._harness import Bench, parser, peak_rss_mb, setup_threads
 from difftransforms.ops import _build, filter_fold, modulus
 
 
-def _case(N: int, F: int, H: int, W: int, device: str, dtype=torch.float32):
+def _case(N: int, F: int, H: int, W: int, device: str, dtype=torch.float32, morlet_j=None):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, H, W, dtype=dtype, generator=g)
     xhat = torch.fft.rfft2(x).to(device)
-    filters = torch.rand(F, H, W, dtype=dtype, generator=g).to(device)
+    if morlet_j is None:  # dense random filters: no block is skipped
+        filters = torch.rand(F, H, W, dtype=dtype, generator=g).to(device)
+    else:  # the real J=4, L=F Morlet bank at scale j (exactly zero on most aliased blocks)
+        from difftransforms.scattering.filter_bank import morlet_filter_bank
+
+        bank = morlet_filter_bank((H, W), J=4, L=F, dtype=dtype, levels=False)
+        filters = bank.psi[morlet_j].contiguous().to(device)
     return xhat, filters
+
+
+def _morlet_j(name: str, k: int) -> int | None:
+    return k.bit_length() - 1 if "Morlet" in name else None
 
 
 def _fwd(xhat, filters, W, k, backend):
@@ -68,18 +78,38 @@ def main() -> None:
                          f"{_build.status()[device.split(':')[0]].reason}")
     B, C, L = 4, 3, 8
     if args.quick:
-        cases = [("128² order 1, j=1", B * C, 128, 2), ("128² order 2, j1=0 j2=2", 24, 128, 4)]
+        cases = [("128² order 1, j=1", B * C, 128, 2), ("128² order 2, j1=0 j2=2", 24, 128, 4),
+                 ("128² order 1, j=3, Morlet bank", B * C, 128, 8)]
     else:
         cases = [
             ("256² order 1, j=1", B * C, 256, 2),
             ("256² order 2, j1=0 j2=2", B * C * L, 256, 4),
             ("512² order 1, j=0", B * C, 512, 1),
             ("512² order 2, j1=1 j2=2 (at 256²)", B * C * L, 256, 2),
+            ("256² order 1, j=3, Morlet bank", B * C, 256, 8),
         ]
+    mem = None
+    if device == "cpu":
+        # Probe memory FIRST: Linux keeps a process's peak RSS across fork+exec, so a child
+        # spawned after the big timing runs would inherit that peak as its baseline.
+        threads = torch.get_num_threads()
+        mem_cases = cases[1:2] if args.quick else [cases[1], cases[3]]
+        mem = Bench("Scattering filter-fold op: peak memory of forward+backward (RSS growth)",
+                    unit_note="peak RSS increase in MB (smaller is better)")
+        for name, N, H, k in mem_cases:
+            res = {}
+            for backend in ("compiled", "reference"):
+                code = textwrap.dedent(_MEM_CODE).format(threads=threads, N=N, F=L, H=H, W=H,
+                                                         k=k, backend=backend)
+                res[backend] = peak_rss_mb(code)
+            mem.add(f"{name}: N={N}, k={k}", res["compiled"], {"reference": res["reference"]})
+
     kw = {"repeat": args.repeat, "max_seconds": 20.0}
     bench = Bench(f"Scattering filter-fold op, float32, {device} (N signals x F={L} filters)")
+    bench.note("random dense filters unless 'Morlet bank' (the real J=4, L=8 bank at scale j, "
+               "exactly zero on most aliased blocks, which the kernels skip)")
     for name, N, H, k in cases:
-        xhat, filters = _case(N, L, H, H, device)
+        xhat, filters = _case(N, L, H, H, device, morlet_j=_morlet_j(name, k))
         grad = torch.randn(N, L, H // k, H // k, dtype=torch.complex64, device=device)
         label = f"{name}: N={N}, k={k}"
         bench.compare(f"{label}, forward", _fwd(xhat, filters, H, k, "compiled"),
@@ -103,25 +133,14 @@ def main() -> None:
     bench.compare(f"modulus {n_mod}x{L}x128², forward+backward", mod_fb("compiled"),
                   {"torch.abs (reference)": mod_fb("reference")}, **kw)
 
-    if device == "cpu":
-        threads = torch.get_num_threads()
-        mem_cases = cases[1:2] if args.quick else [cases[1], cases[3]]
-        mem = Bench("Scattering filter-fold op: peak memory of forward+backward (RSS growth)",
-                    unit_note="peak RSS increase in MB (smaller is better)")
-        for name, N, H, k in mem_cases:
-            res = {}
-            for backend in ("compiled", "reference"):
-                code = textwrap.dedent(_MEM_CODE).format(threads=threads, N=N, F=L, H=H, W=H,
-                                                         k=k, backend=backend)
-                res[backend] = peak_rss_mb(code)
-            mem.add(f"{name}: N={N}, k={k}", res["compiled"], {"reference": res["reference"]})
+    if mem is not None:
         bench.report(write=not args.no_write)
         mem.report(write=not args.no_write, fmt=lambda v: "n/a" if v is None else f"{v:.0f} MB")
     else:
         mem = Bench(f"Scattering filter-fold op: peak {device} memory of forward+backward",
                     unit_note="torch.cuda.max_memory_allocated growth in MB (smaller is better)")
         for name, N, H, k in cases:
-            xhat, filters = _case(N, L, H, H, device)
+            xhat, filters = _case(N, L, H, H, device, morlet_j=_morlet_j(name, k))
             grad = torch.randn(N, L, H // k, H // k, dtype=torch.complex64, device=device)
             res = {}
             for backend in ("compiled", "reference"):

@@ -102,7 +102,7 @@ def _minimize(fn: Callable[[], Tensor], params: list[Tensor], method: str, iters
             c = fn()
             grads = grad(c, params)
             with torch.no_grad():
-                for t, d in zip(params, grads):
+                for t, d in zip(params, grads, strict=False):
                     t -= lr * d
             history.append(float(c.detach()))
     else:

@@ -305,7 +305,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--steps-cnn", type=int, default=150, help="Adam steps for the CNN")
     p.add_argument("--output", type=Path, default=DEFAULT_FIGURE, help="figure path")
     p.add_argument("--no-plot", action="store_true", help="do not save a figure")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the models are tiny, and extra threads "
+                        "only add overhead, badly so on a busy machine)")
     args = p.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     if args.patch < 2 ** (args.J + 1):
         p.error(f"--patch {args.patch} is too small for J={args.J}; use >= {2 ** (args.J + 1)}")
     t0 = time.perf_counter()

@@ -304,6 +304,12 @@ def test_wiener_denoise_bad_inputs() -> None:
         wiener_denoise(torch.rand(16, 16), -0.1)
     with pytest.raises(TypeError, match="floating"):
         wiener_denoise(torch.ones(16, 16, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        wiener_denoise(torch.rand(16, 16).half())
+    with pytest.raises(ValueError, match="NaN"):
+        wiener_denoise(torch.full((16, 16), float("nan")))
+    for shape in [(1, 1), (2, 3), (5, 4)]:  # tiny images: repeated reflection
+        assert wiener_denoise(torch.rand(shape), 0.1).shape == shape
 
 
 # --------------------------------------------------------------------------- deconvolution
@@ -415,3 +421,7 @@ def test_deconvolution_bad_inputs() -> None:
         richardson_lucy(x, torch.ones(3, 3) / 9, steps=-1)
     with pytest.raises(ValueError, match="balance"):
         wiener_deconvolve(x, torch.ones(3, 3) / 9, balance=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        richardson_lucy(x.clone().fill_(float("inf")), torch.ones(3, 3) / 9)
+    with pytest.raises(ValueError, match="psf contains NaN"):
+        wiener_deconvolve(x, torch.full((3, 3), float("nan")))

@@ -31,7 +31,7 @@ def dense_sum(x, y, b, kernel, sigma):
 
 def _grads(out, inputs, g):
     gr = torch.autograd.grad(out, inputs, g, allow_unused=True)
-    return [torch.zeros_like(i) if v is None else v for v, i in zip(gr, inputs)]
+    return [torch.zeros_like(i) if v is None else v for v, i in zip(gr, inputs, strict=False)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -46,7 +46,7 @@ def test_kernel_sum_matches_dense(kernel, device, dtype):
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(a, ref, **tol)
     g = torch.randn_like(a)
-    for ours, theirs in zip(_grads(a, [x, y, b, s], g), _grads(ref, [x, y, b, s], g)):
+    for ours, theirs in zip(_grads(a, [x, y, b, s], g), _grads(ref, [x, y, b, s], g), strict=False):
         torch.testing.assert_close(ours, theirs, **tol)
 
 
@@ -94,7 +94,7 @@ def test_kernel_norm_matches_dense(kernel, dtype):
     tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-9)
     torch.testing.assert_close(h, ref, **tol)
     g = torch.randn_like(h)
-    for ours, theirs in zip(_grads(h, [q, p, s], g), _grads(ref, [q, p, s], g)):
+    for ours, theirs in zip(_grads(h, [q, p, s], g), _grads(ref, [q, p, s], g), strict=False):
         torch.testing.assert_close(ours, theirs, **tol)
 
 
@@ -225,7 +225,7 @@ def test_block_sparse_error_bound_and_gradients(kernel):
     g = torch.randn(400, 2, dtype=F64)
     ours = _grads(kernel_sum(xr, yr, br, kernel, sigma, eps=1e-9, block_size=64), [xr, yr, br], g)
     ref = _grads(dense_sum(xr, yr, br, kernel, sigma), [xr, yr, br], g)
-    for o, r in zip(ours, ref):
+    for o, r in zip(ours, ref, strict=False):
         torch.testing.assert_close(o, r, rtol=1e-6, atol=1e-6)
 
 
@@ -254,7 +254,7 @@ def test_mmd_matches_dense(kernel, biased):
         ref = off(kxx) + off(kyy) - 2 * kxy.mean()
     ours = mmd(x, y, kernel, 0.9, biased=biased)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    for o, r in zip(_grads(ours, [x, y], None), _grads(ref, [x, y], None)):
+    for o, r in zip(_grads(ours, [x, y], None), _grads(ref, [x, y], None), strict=False):
         torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-12)
 
 

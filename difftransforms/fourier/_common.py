@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._utils import as_bchw, check_floating
+from .._utils import as_bchw, check_finite, check_floating
 
 PADDINGS = ("reflect", "periodic")
 
@@ -16,10 +16,18 @@ def check_image(x: Tensor, name: str = "x") -> tuple[Tensor, object]:
     """Validate a real float image and view it as ``(B, C, H, W)``."""
     x4, restore = as_bchw(x, name)
     check_floating(x4, name)
-    if x4.is_complex():
-        raise TypeError(f"{name} must be real, got {x4.dtype}")
+    if x4.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {x4.dtype}; "
+                        f"convert with {name}.float()")
     if x4.shape[-1] < 1 or x4.shape[-2] < 1:
         raise ValueError(f"{name} must have a non-empty spatial size, got {tuple(x.shape)}")
+    return x4, restore
+
+
+def check_image_finite(x: Tensor, name: str = "x") -> tuple[Tensor, object]:
+    """:func:`check_image` plus a NaN/inf check (one device sync)."""
+    x4, restore = check_image(x, name)
+    check_finite(x4, name)
     return x4, restore
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_image, next_fast_len
+from ._common import check_image, check_image_finite, next_fast_len
 from .wiener import estimate_noise_std, noise_std_as_tensor
 
 __all__ = ["psf_transfer", "richardson_lucy", "wiener_deconvolve"]
@@ -172,7 +172,7 @@ def wiener_deconvolve(x: Tensor, psf: Tensor, noise_std: float | Tensor | None =
     >>> bool((z - x).abs().max() < 1e-4)
     True
     """
-    x4, restore = check_image(x)
+    x4, restore = check_image_finite(x)
     p4 = _check_psf(psf, x4)
     shape = (x4.shape[-2], x4.shape[-1])
     tf = psf_transfer(p4, shape)
@@ -243,7 +243,7 @@ def richardson_lucy(x: Tensor, psf: Tensor, steps: int = 30, clip: bool = True, 
     >>> richardson_lucy(torch.rand(16, 16, dtype=torch.float64), psf, steps=5).shape
     torch.Size([16, 16])
     """
-    x4, restore = check_image(x)
+    x4, restore = check_image_finite(x)
     p4 = _check_psf(psf, x4)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_image, extend, extension_index
+from ._common import check_image, check_image_finite, extend, extension_index
 
 __all__ = ["WienerDenoise", "estimate_noise_std", "wiener_denoise"]
 
@@ -175,7 +175,7 @@ def wiener_denoise(x: Tensor, noise_std: float | Tensor | None = None) -> Tensor
 
 def _denoise(x: Tensor, noise_std, basis: Tensor | None, window: Tensor | None,
              size: int = 8, stride: int = 2, threshold: float = 2.7) -> Tensor:
-    x4, restore = check_image(x)
+    x4, restore = check_image_finite(x)
     if noise_std is None:
         sigma = estimate_noise_std(x4)
     else:

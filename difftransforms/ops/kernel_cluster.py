@@ -70,7 +70,7 @@ def _block_boxes(x: Tensor, block: int) -> tuple[Tensor, Tensor]:
 def block_sparse_plan(x: Tensor, y: Tensor, b: Tensor, kernel: str, sigma: float, eps: float,
                       block: int = 256, max_cols: int = 8192
                       ) -> tuple[TilePlan, dict[str, float]]:
-    """Tile plan over *already k-d sorted* (:func:`kd_order`) ``x (n, D)``, ``y (m, D)``, weights ``b (m, E)``.
+    """Tile plan over k-d sorted (:func:`kd_order`) ``x (n, D)``, ``y (m, D)``, ``b (m, E)``.
 
     Returns the plan (row blocks of ``block`` rows; for each, the kept columns gathered as
     index tensors of at most ``max_cols`` columns) and statistics (``density``: fraction of the

@@ -31,6 +31,7 @@ machine epsilon); pairs with ``r^2`` below that level count as coincident (``r =
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor, nn
 
@@ -381,7 +382,7 @@ def _kernel_norm_fused(q: Tensor, p: Tensor, kind: str, sig: float, bs: int, nee
         for j0 in starts[ii:]:
             j1 = min(j0 + bs, n)
             diag = j0 == i0
-            qj, pj = q[:, j0:j1], p[:, j0:j1]
+            qj = q[:, j0:j1]
             qic, qjc = _center(qi, qj)
             k, aux = _fast_kernel(kind, qic, qjc, sig, keep)
             pjt = pt[:, :, j0:j1]
@@ -426,7 +427,7 @@ class _KernelNorm(torch.autograd.Function):
         q, p, sigma, gq, gp, gs = ctx.saved_tensors
         nq, np_, ns = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph: differentiable recomputation
-            wrt = [t for t, n in zip((q, p, sigma), (nq, np_, ns)) if n]
+            wrt = [t for t, n in zip((q, p, sigma), (nq, np_, ns), strict=False) if n]
             with torch.enable_grad():
                 a = kernel_sum(q, q, p, ctx.kind, sigma, block_size=ctx.bs)
                 h = 0.5 * (p * a).sum((1, 2))
@@ -434,7 +435,7 @@ class _KernelNorm(torch.autograd.Function):
                                                  allow_unused=True))
             out = [next(grads) if n else None for n in (nq, np_, ns)]
             out = [torch.zeros_like(t) if (n and o is None) else o
-                   for o, t, n in zip(out, (q, p, sigma), (nq, np_, ns))]
+                   for o, t, n in zip(out, (q, p, sigma), (nq, np_, ns), strict=False)]
             return (*out, None, None)
         g3 = gh[:, None, None]
         return (gq * g3 if nq else None, gp * g3 if np_ else None,

@@ -117,9 +117,9 @@ class VJPSpec(TileSpec):
     def out_shapes(self, xs, ys, ps):
         bx, _, by, _, bp, _ = self._split(xs, ys, ps)
         nx, ny = self.nx, self.ny
-        si = [tuple(t.shape[2:]) for t, n in zip(bx, self.need[:nx]) if n]
-        sj = [tuple(t.shape[2:]) for t, n in zip(by, self.need[nx:nx + ny]) if n]
-        sp = [tuple(t.shape) for t, n in zip(bp, self.need[nx + ny:]) if n]
+        si = [tuple(t.shape[2:]) for t, n in zip(bx, self.need[:nx], strict=False) if n]
+        sj = [tuple(t.shape[2:]) for t, n in zip(by, self.need[nx:nx + ny], strict=False) if n]
+        sp = [tuple(t.shape) for t, n in zip(bp, self.need[nx + ny:], strict=False) if n]
         return si, sj, sp
 
     def tile(self, xs, ys, ps, fast):
@@ -127,24 +127,25 @@ class VJPSpec(TileSpec):
         inputs = bx + by + bp
         with torch.enable_grad():
             if fast:
-                leaves = [t.detach().requires_grad_(n) for t, n in zip(inputs, self.need)]
+                leaves = [t.detach().requires_grad_(n)
+                          for t, n in zip(inputs, self.need, strict=False)]
             else:
                 leaves = [t.detach().requires_grad_() if (n and not t.requires_grad) else t
-                          for t, n in zip(inputs, self.need)]
+                          for t, n in zip(inputs, self.need, strict=False)]
             nx, ny = self.nx, self.ny
             oi, oj, op = self.base.tile(leaves[:nx], leaves[nx:nx + ny], leaves[nx + ny:],
                                         fast=False)
-            outs = [o for o, h in zip(oi + oj + op, self.has) if h]
+            outs = [o for o, h in zip(oi + oj + op, self.has, strict=False) if h]
             cots = gi + gj + gp
-            wrt = [t for t, n in zip(leaves, self.need) if n]
-            pairs = [(o, c) for o, c in zip(outs, cots) if o.requires_grad]
+            wrt = [t for t, n in zip(leaves, self.need, strict=False) if n]
+            pairs = [(o, c) for o, c in zip(outs, cots, strict=False) if o.requires_grad]
             if pairs:
                 grads = list(torch.autograd.grad([o for o, _ in pairs], wrt,
                                                  [c for _, c in pairs],
                                                  create_graph=not fast, allow_unused=True))
             else:
                 grads = [None] * len(wrt)
-        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=False)]
         if fast:
             grads = [g.detach() for g in grads]
         kx = sum(self.need[:nx])
@@ -168,14 +169,14 @@ def _run(spec: TileSpec, plan: TilePlan, xs: Sequence[Tensor], ys: Sequence[Tens
             else:
                 yb = [y.index_select(1, cs) for y in ys]
             ti, tj, tp = spec.tile(xb, yb, ps, fast=True)
-            for o, t in zip(oi, ti):
+            for o, t in zip(oi, ti, strict=False):
                 o[:, r0:r1] += t
-            for o, t in zip(oj, tj):
+            for o, t in zip(oj, tj, strict=False):
                 if isinstance(cs, slice):
                     o[:, cs] += t
                 else:
                     o.index_add_(1, cs, t)
-            for o, t in zip(op, tp):
+            for o, t in zip(op, tp, strict=False):
                 o += t
     return oi + oj + op
 

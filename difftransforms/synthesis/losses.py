@@ -106,6 +106,9 @@ class SlicedWassersteinLoss:
         Directions per layer; ``None`` uses ``K_l`` (as in Heitz et al.).
     generator:
         CPU generator the directions are drawn from (its state is checkpointed by the engine).
+    max_target_points:
+        The target quantiles of a layer with more pixels than this are estimated from that
+        many randomly drawn pixels (redrawn at each :meth:`resample`); ``None``: all.
 
     The directions and the sorted target projections are fixed between two calls to
     :meth:`resample`: the engine redraws them once per outer step (one L-BFGS call, or
@@ -115,8 +118,10 @@ class SlicedWassersteinLoss:
     kind = "sw"
 
     def __init__(self, targets: Sequence[Tensor], n_directions: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None,
+                 max_target_points: int | None = 65536) -> None:
         self.targets = [t.detach() for t in targets]
+        self.max_target_points = max_target_points
         self.n_directions = n_directions
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.directions: list[Tensor] = []
@@ -133,7 +138,14 @@ class SlicedWassersteinLoss:
             k = t.shape[1]
             p = self.n_directions or max(k, 4)
             d = _random_directions(k, p, self.generator, t)
-            s = torch.sort(_project(t, d), dim=-1).values  # (1, P, N_y)
+            proj = _project(t, d)  # (1, P, N_y)
+            n_y, cap = proj.shape[-1], self.max_target_points
+            if cap is not None and n_y > cap:
+                # quantiles of a large example from a random subset of its pixels (redrawn
+                # with the directions): the sort per step stays cheap for big examples
+                idx = torch.randperm(n_y, generator=self.generator)[:cap].to(proj.device)
+                proj = proj[..., idx]
+            s = torch.sort(proj, dim=-1).values
             self.directions.append(d)
             self._sorted.append(s)
             # dimensionless: divide by the mean variance of the target projections

@@ -153,14 +153,56 @@ def synthesis2d_torch(a: Tensor, h: Tensor, v: Tensor, d: Tensor, rec: Tensor, p
     return fold(_overlap_add(bw, pw.npad), pw, -1)
 
 
-def analysis2d(x: Tensor, dec: Tensor, ph: Plan, pw: Plan, needs_grad: bool) -> Tensor:
-    """``(M, H, W)`` -> ``(M, 4, Kh, Kw)``; C++ kernel when possible."""
-    if dec.shape[1] <= 128 and _use_kernel(x, needs_grad):
+class _KernelAnalysis(torch.autograd.Function):
+    """The analysis op returning its four bands as separate outputs.
+
+    The backward hands the four band gradients straight to the synthesis op (no stacking
+    into one tensor, no zero-filled select_backward buffers); it is itself differentiable
+    (the ops have registered autograd), so double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dec: Tensor, ph: Plan, pw: Plan  # type: ignore[override]
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         ptrH, idxH, wH = _csr(ph)
         ptrW, idxW, wW = _csr(pw)
-        return torch.ops.difftransforms_wavelets.analysis2d(
+        o = torch.ops.difftransforms_wavelets.analysis2d(
             x, dec, ph.K, ph.padL, ptrH, idxH, wH, pw.K, pw.padL, ptrW, idxW, wW)
-    return analysis2d_torch(x, dec, ph, pw)
+        ctx.save_for_backward(dec)
+        ctx.plans = (ph, pw)
+        return tuple(o.unbind(1))  # type: ignore[return-value]
+
+    @staticmethod
+    def backward(ctx, ga: Tensor, gh: Tensor, gv: Tensor, gd: Tensor  # type: ignore[override]
+                 ) -> tuple[Tensor, None, None, None]:
+        (dec,) = ctx.saved_tensors
+        ph, pw = ctx.plans
+        grads = [ga, gh, gv, gd]
+        if any(g.stride(-1) != 1 for g in grads):  # e.g. expanded grads of .sum()
+            buf = torch.empty_strided((ga.shape[0], 4, ph.K, pw.K),
+                                      _kernel.band_strides(ph.K, pw.K), dtype=ga.dtype)
+            for i, g in enumerate(grads):
+                buf[:, i].copy_(g)  # bands kept apart in memory (see kernels/wavelets.cpp)
+            ga, gh, gv, gd = buf.unbind(1)
+        ptrH, idxH, wH = _csr(ph)
+        ptrW, idxW, wW = _csr(pw)
+        gx = torch.ops.difftransforms_wavelets.synthesis2d(
+            ga, gh, gv, gd, dec, ph.N, ph.padL, ptrH, idxH, wH, pw.N, pw.padL, ptrW, idxW, wW)
+        return gx, None, None, None
+
+
+def analysis2d(x: Tensor, dec: Tensor, ph: Plan, pw: Plan, needs_grad: bool
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(M, H, W)`` -> bands ``(aa, da, ad, dd)`` each ``(M, Kh, Kw)``; C++ when possible."""
+    if dec.shape[1] <= 128 and _use_kernel(x, needs_grad):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _KernelAnalysis.apply(x, dec, ph, pw)
+        ptrH, idxH, wH = _csr(ph)
+        ptrW, idxW, wW = _csr(pw)
+        o = torch.ops.difftransforms_wavelets.analysis2d(
+            x, dec, ph.K, ph.padL, ptrH, idxH, wH, pw.K, pw.padL, ptrW, idxW, wW)
+        return tuple(o.unbind(1))  # type: ignore[return-value]
+    return tuple(analysis2d_torch(x, dec, ph, pw).unbind(1))  # type: ignore[return-value]
 
 
 def synthesis2d(a: Tensor, h: Tensor, v: Tensor, d: Tensor, rec: Tensor, ph: Plan, pw: Plan,

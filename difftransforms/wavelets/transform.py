@@ -200,7 +200,8 @@ def _from_mhw(y: Tensor, lead: tuple[int, ...], axes: tuple[int, int]) -> Tensor
     return y.reshape(*lead, y.shape[-2], y.shape[-1]).movedim((-2, -1), axes)
 
 
-def _analysis_level(a: Tensor, dec: Tensor, mode: str, needs_grad: bool) -> Tensor:
+def _analysis_level(a: Tensor, dec: Tensor, mode: str, needs_grad: bool
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     F = dec.shape[1]
     ph = analysis_plan(a.shape[-2], F, mode)
     pw = analysis_plan(a.shape[-1], F, mode)
@@ -271,9 +272,8 @@ def wavedec2(x: Tensor, wavelet: WaveletLike, level: int | None = None,
     a, lead = _to_mhw(x, ax)
     out = []
     for _ in range(level):
-        o = _analysis_level(a, dec, mode, needs_grad)
-        a = o[:, 0]
-        out.append(tuple(_from_mhw(o[:, i], lead, ax) for i in (1, 2, 3)))
+        a, h, v, d = _analysis_level(a, dec, mode, needs_grad)
+        out.append(tuple(_from_mhw(b, lead, ax) for b in (h, v, d)))
     return [_from_mhw(a, lead, ax)] + out[::-1]
 
 
