@@ -63,17 +63,25 @@ def timeit(fn: Callable[[], object], *, warmup: int = 2, repeat: int = 7,
 def peak_rss_mb(code: str, *, cwd: Path = ROOT) -> float:
     """Run ``code`` in a fresh Python process; return its peak RSS increase in MB.
 
-    The baseline is the peak RSS after the process has executed everything up to a line
-    ``#--measure--`` (imports, data creation); the result is the growth after that line.
+    The baseline is the resident set after the process has executed everything up to a
+    line ``#--measure--`` (imports, data creation); the result is the growth of the
+    high-water mark after that line. The mark is read from ``/proc/self/status`` (VmHWM)
+    and reset with ``/proc/self/clear_refs`` — not ``ru_maxrss``, which Linux carries over
+    from the (possibly large) parent across fork + exec.
     """
     before, _, after = code.partition("#--measure--")
     script = (
-        "import resource, sys\n"
+        "import gc, sys\n"
+        "def _kb(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key):\n"
+        "            return int(line.split()[1])\n"
         + before
-        + "\n_b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        + "\ngc.collect()\n_b = _kb('VmRSS:')\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
         + after
-        + "\n_a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        + "print('PEAK_KB', _a - _b)\n"
+        + "\n_a = _kb('VmHWM:')\n"
+        + "print('PEAK_KB', max(_a - _b, 0))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(cwd)})
