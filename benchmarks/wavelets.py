@@ -36,26 +36,7 @@ def peers_for(x: torch.Tensor, mode: str) -> dict[str, dict[str, object]]:
     pc = pywt.wavedec2(xn, WAVE, mode=mode, level=LEVEL, axes=(-2, -1))
     out["dec"]["pywt"] = lambda: pywt.wavedec2(xn, WAVE, mode=mode, level=LEVEL, axes=(-2, -1))
     out["rec"]["pywt"] = lambda: pywt.waverec2(pc, WAVE, mode=mode, axes=(-2, -1))
-    out["fb"]["pywt"] = None
-    # ptwt
-    try:
-        import ptwt
-
-        if mode == "periodization":
-            raise ImportError
-        pt = ptwt.wavedec2(x, pywt.Wavelet(WAVE), mode=mode, level=LEVEL)
-        out["dec"]["ptwt"] = lambda: ptwt.wavedec2(x, pywt.Wavelet(WAVE), mode=mode, level=LEVEL)
-        out["rec"]["ptwt"] = lambda: ptwt.waverec2(pt, pywt.Wavelet(WAVE))
-
-        def ptwt_fb() -> None:
-            xr = x.detach().requires_grad_()
-            c = ptwt.wavedec2(xr, pywt.Wavelet(WAVE), mode=mode, level=LEVEL)
-            _loss([c[0], *[d for lev in c[1:] for d in lev]]).backward()
-
-        out["fb"]["ptwt"] = ptwt_fb
-    except ImportError:
-        for k in out:
-            out[k]["ptwt"] = None
+    # no autograd in PyWavelets: no fwd+bwd cell
     # pytorch_wavelets
     try:
         from pytorch_wavelets import DWTForward, DWTInverse
@@ -75,6 +56,25 @@ def peers_for(x: torch.Tensor, mode: str) -> dict[str, dict[str, object]]:
     except ImportError:
         for k in out:
             out[k]["pytorch_wavelets"] = None
+    # ptwt
+    try:
+        import ptwt
+
+        if mode == "periodization":  # no such mode in ptwt: leave its cells empty
+            return out
+        pt = ptwt.wavedec2(x, pywt.Wavelet(WAVE), mode=mode, level=LEVEL)
+        out["dec"]["ptwt"] = lambda: ptwt.wavedec2(x, pywt.Wavelet(WAVE), mode=mode, level=LEVEL)
+        out["rec"]["ptwt"] = lambda: ptwt.waverec2(pt, pywt.Wavelet(WAVE))
+
+        def ptwt_fb() -> None:
+            xr = x.detach().requires_grad_()
+            c = ptwt.wavedec2(xr, pywt.Wavelet(WAVE), mode=mode, level=LEVEL)
+            _loss([c[0], *[d for lev in c[1:] for d in lev]]).backward()
+
+        out["fb"]["ptwt"] = ptwt_fb
+    except ImportError:
+        for k in out:
+            out[k]["ptwt"] = None
     return out
 
 
@@ -96,17 +96,18 @@ def main() -> None:
             err = float(np.abs(ours_c[0].numpy() - ref[0]).max())
             assert err < 1e-3, f"benchmark sanity: cA differs from pywt by {err}"
 
-            def ours_fb() -> None:
+            def ours_fb(x: torch.Tensor = x, mode: str = mode) -> None:
                 xr = x.detach().requires_grad_()
                 _loss(_flat(wavedec2(xr, WAVE, level=LEVEL, mode=mode))).backward()
 
             peers = peers_for(x, mode)
             kw = {"repeat": args.repeat}
             bench.compare(f"{label} {mode} decomposition",
-                          lambda: wavedec2(x, WAVE, level=LEVEL, mode=mode),
+                          lambda x=x, mode=mode: wavedec2(x, WAVE, level=LEVEL, mode=mode),
                           peers["dec"], **kw)
             bench.compare(f"{label} {mode} reconstruction",
-                          lambda: waverec2(ours_c, WAVE, mode=mode), peers["rec"], **kw)
+                          lambda c=ours_c, mode=mode: waverec2(c, WAVE, mode=mode),
+                          peers["rec"], **kw)
             bench.compare(f"{label} {mode} decomposition fwd+bwd", ours_fb, peers["fb"], **kw)
     bench.note("pywt: numpy wavedec2/waverec2 with axes=(-2, -1) on the whole batch "
                "(no autograd); ptwt: no periodization mode; pytorch_wavelets: "

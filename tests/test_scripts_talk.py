@@ -86,14 +86,19 @@ def test_ballistic_main_writes_plot(ballistic, tmp_path):
 def test_kernel_norm_script_tiny(tmp_path, capsys):
     kn = load("kernel_norm")
     out = tmp_path / "kn.png"
-    args = ["--sizes", "300", "--repeat", "1", "--threads", "1", "--output", str(out)]
+    args = ["--sizes", "300", "600", "--repeat", "1", "--threads", "1", "--no-memory",
+            "--output", str(out)]
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         args.append("--no-plot")
     assert kn.main(args) == 0
     text = capsys.readouterr().out
-    assert "difftransforms" in text and "dense torch" in text and "MB" in text
+    assert "difftransforms" in text and "dense torch" in text and "faster than dense" in text
     if "--no-plot" not in args:
         assert out.stat().st_size > 1000
     assert kn.main(["--sizes", "0"]) == 2
+    # the memory probe (fresh process): ours grows far less than the dense N x N matrices
+    ours, dense = kn.peak_memory_mb("difftransforms", 2000, "cpu"), kn.peak_memory_mb(
+        "dense torch", 2000, "cpu")
+    assert ours is not None and dense is not None and ours < dense / 4

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_image, check_image_finite, next_fast_len
+from ._common import check_image_finite, next_fast_len
 from .wiener import estimate_noise_std, noise_std_as_tensor
 
 __all__ = ["psf_transfer", "richardson_lucy", "wiener_deconvolve"]

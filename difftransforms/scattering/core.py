@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from .backend import Backend
 
@@ -47,6 +46,33 @@ def modulus_maps(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k:
 def _lowpass(backend: Backend, uhat: Tensor, phi: Tensor, width: int, k: int) -> Tensor:
     """``(N, h, w//2+1)`` spectra -> ``(N, h/k, w/k)`` real ``u ⋆ φ`` sampled every ``k``."""
     return backend.ifft2(fold(backend, uhat, phi[None], width, k))[:, 0].real
+
+
+class _Recompute(torch.autograd.Function):
+    """``fn(x)`` that keeps only ``x`` for the backward pass and recomputes ``fn`` there (a
+    minimal reentrant checkpoint: ``torch.utils.checkpoint`` costs ~150 MB of lazy imports
+    on its first call)."""
+
+    @staticmethod
+    def forward(ctx, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.fn = fn
+        ctx.save_for_backward(x)
+        with torch.no_grad():
+            return fn(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            out = ctx.fn(xd)
+        (gx,) = torch.autograd.grad(out, xd, g)
+        return None, gx
+
+
+def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``fn(x)``, recomputed in the backward pass instead of storing its intermediates."""
+    return _Recompute.apply(fn, x)
 
 
 def _use_checkpoint(memory_efficient: bool, *tensors: Tensor) -> bool:
@@ -95,7 +121,7 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
             return torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:])
 
         if _use_checkpoint(memory_efficient, u1hat):
-            s2.append(checkpoint(second, u1hat, use_reentrant=False))
+            s2.append(checkpoint(second, u1hat))
         else:
             s2.append(second(u1hat))
     return torch.cat(out + s1 + s2, dim=1)
@@ -159,7 +185,7 @@ def moments_core(x: Tensor, backend: Backend, psi_levels: list[Tensor], J: int, 
             return torch.stack([means[j2] for j2 in j2s], dim=2).reshape(n, -1)
 
         if _use_checkpoint(memory_efficient, u1):
-            s2.append(checkpoint(second, u1, use_reentrant=False))
+            s2.append(checkpoint(second, u1))
         else:
             s2.append(second(u1))
     return s1, torch.cat(s2, dim=1)

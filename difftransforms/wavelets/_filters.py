@@ -130,7 +130,7 @@ class Wavelet(nn.Module):
         return f"name={self.name!r}, dec_len={self.dec_len}, learnable={self.learnable}"
 
 
-WaveletLike = Union[str, pywt.Wavelet, Wavelet]
+WaveletLike = Union[str, pywt.Wavelet, Wavelet]  # noqa: UP007 (runtime alias, py3.10)
 
 
 @lru_cache(maxsize=512)
