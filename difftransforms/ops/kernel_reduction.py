@@ -582,7 +582,8 @@ def feature_mmd(fx: Tensor, fy: Tensor, sigma: float | Tensor | None = None, *,
     per batch element); ``(N, D)`` and ``(B, N, D)`` point clouds are accepted too. ``fy`` may
     have another spatial size and batch 1 (broadcast). Clouds larger than ``max_points`` are
     randomly subsampled (``generator`` for reproducibility; ``None`` keeps all points).
-    ``sigma=None`` uses the median heuristic on the pooled points (detached).
+    ``sigma=None`` uses the median heuristic (detached) on the pooled points of the first
+    batch element (:func:`median_heuristic`, at most 1024 points).
 
     Returns the squared MMD reduced over the batch (``reduction``: ``"mean"``, ``"sum"`` or
     ``"none"``). Differentiable w.r.t. ``fx`` and ``fy``.

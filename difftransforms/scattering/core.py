@@ -75,14 +75,30 @@ def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     return _Recompute.apply(fn, x)
 
 
-def _use_checkpoint(memory_efficient: bool, *tensors: Tensor) -> bool:
-    return memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+# Peak working set allowed for one chunk of a memory-efficient batched call.
+CHUNK_BUDGET_BYTES = 192 * 2**20
+
+
+def run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, per_item_bytes: int,
+                memory_efficient: bool = True) -> Tensor:
+    """``fn(x)`` for a function acting independently on each item of ``x``'s first dimension.
+
+    With ``memory_efficient``, a batch whose estimated working set (``per_item_bytes`` per
+    item) exceeds :data:`CHUNK_BUDGET_BYTES` is processed in chunks, each recomputed in the
+    backward pass instead of storing its intermediates: the peak memory of forward+backward
+    stays about one chunk's, for about one extra forward pass of time.
+    """
+    n = x.shape[0]
+    chunk = max(1, CHUNK_BUDGET_BYTES // max(1, per_item_bytes))
+    if not memory_efficient or n <= chunk:
+        return fn(x)
+    need_grad = torch.is_grad_enabled() and x.requires_grad
+    return torch.cat([checkpoint(fn, xc) if need_grad else fn(xc) for xc in x.split(chunk)])
 
 
 def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
                       phi_levels: list[Tensor], J: int, max_order: int,
-                      unpad: Callable[[Tensor], Tensor], *,
-                      memory_efficient: bool = True) -> Tensor:
+                      unpad: Callable[[Tensor], Tensor]) -> Tensor:
     """Scattering coefficients ``(N, K, h, w)`` of real signals ``x`` ``(N, M, N')`` (already
     padded to sizes divisible by ``2^J``), in kymatio's order: order 0; order 1 by
     ``(j1, θ1)``; order 2 by ``(j1, θ1, j2, θ2)`` with ``j2 > j1``.
@@ -91,8 +107,6 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
         psi_levels: ``psi_levels[r]`` ``(J, L, M/2^r, N'/2^r)`` wavelets for resolution ``r``.
         phi_levels: ``phi_levels[r]`` ``(M/2^r, N'/2^r)`` low-pass for resolution ``r``.
         unpad: crops each ``(..., M/2^J, N'/2^J)`` low-passed map to the output grid.
-        memory_efficient: recompute each second-order block in the backward pass instead of
-            keeping its complex intermediates (less memory, slightly more time).
     """
     n, M, W = x.shape
     L = psi_levels[0].shape[1]
@@ -120,16 +134,12 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
             # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
             return torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:])
 
-        if _use_checkpoint(memory_efficient, u1hat):
-            s2.append(checkpoint(second, u1hat))
-        else:
-            s2.append(second(u1hat))
+        s2.append(second(u1hat))
     return torch.cat(out + s1 + s2, dim=1)
 
 
 def moments_core(x: Tensor, backend: Backend, psi_levels: list[Tensor], J: int, *,
-                 max_order: int = 2, oversampling: int = 0,
-                 memory_efficient: bool = True) -> tuple[Tensor, Tensor | None]:
+                 max_order: int = 2, oversampling: int = 0) -> tuple[Tensor, Tensor | None]:
     """Spatial means of scattering moduli of periodic signals ``x`` ``(N, H, W)``.
 
     Returns ``S1`` ``(N, J, L)`` = ``mean |x ⋆ ψ_{j,θ}|`` and ``S2`` ``(N, P)`` =
@@ -184,8 +194,5 @@ def moments_core(x: Tensor, backend: Backend, psi_levels: list[Tensor], J: int, 
             # (n, L1, j2, L2)
             return torch.stack([means[j2] for j2 in j2s], dim=2).reshape(n, -1)
 
-        if _use_checkpoint(memory_efficient, u1):
-            s2.append(checkpoint(second, u1))
-        else:
-            s2.append(second(u1))
+        s2.append(second(u1))
     return s1, torch.cat(s2, dim=1)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .._utils import check_finite, check_floating
 from .backend import Backend, get_backend
-from .core import moments_core
+from .core import moments_core, run_batched
 from .scattering2d import _cached_bank
 
 __all__ = ["ScatteringMoments", "moments_meta", "scattering_moments"]
@@ -81,8 +81,20 @@ def _moments(x: Tensor, psi_levels: list[Tensor], J: int, L: int, max_order: int
     lead = x.shape[:-2]
     xs = x.reshape(-1, *x.shape[-2:])
     psi = [p.to(dtype=x.dtype, device=x.device) for p in psi_levels]
-    s1, s2 = moments_core(xs.contiguous(), backend, psi, J, max_order=max_order,
-                          oversampling=oversampling, memory_efficient=memory_efficient)
+    H, W = xs.shape[-2:]
+    n1 = J * L
+
+    def fn(xc: Tensor) -> Tensor:
+        a, b = moments_core(xc, backend, psi, J, max_order=max_order,
+                            oversampling=oversampling)
+        return torch.cat([a.reshape(xc.shape[0], -1)] + ([b] if b is not None else []), 1)
+
+    # working set per image: about L² complex maps at the finest second-order grid
+    scale = 4 ** max(0, 1 - oversampling)
+    per_item = int(2 * L * max(L, 4) * H * W * 2 * x.element_size() / scale)
+    m = run_batched(fn, xs.contiguous(), per_item, memory_efficient)
+    s1 = m[:, :n1].reshape(-1, J, L)
+    s2 = m[:, n1:] if max_order == 2 and J > 1 else None
     mean = xs.mean(dim=(-2, -1))
     var = xs.var(dim=(-2, -1), unbiased=False)
     parts = [mean[:, None], var[:, None], s1.reshape(xs.shape[0], -1)]

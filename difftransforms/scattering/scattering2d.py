@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .._utils import check_finite, check_floating
 from .backend import Backend, get_backend
-from .core import scattering2d_core
+from .core import run_batched, scattering2d_core
 from .filter_bank import MorletFilterBank, morlet_filter_bank
 
 __all__ = ["PADDINGS", "Scattering2D", "scattering2d", "scattering_meta"]
@@ -145,8 +145,13 @@ def _run(x: Tensor, geo: _Geometry, psi_levels: list[Tensor], phi_levels: list[T
     xs = geo.pad(x.reshape(-1, *x.shape[-2:]))
     psi = [p.to(dtype=x.dtype, device=x.device) for p in psi_levels]
     phi = [p.to(dtype=x.dtype, device=x.device) for p in phi_levels]
-    s = scattering2d_core(xs.contiguous(), backend, psi, phi, J, max_order, geo.unpad,
-                          memory_efficient=memory_efficient)
+    Mp, Np = geo.padded
+    L = psi[0].shape[1]
+    # working set per image: about 1.5 x L² complex maps at half resolution (order 2, j1=0)
+    per_item = int(1.5 * L * max(L, 4) * Mp * Np * 2 * x.element_size())
+    s = run_batched(
+        lambda xc: scattering2d_core(xc, backend, psi, phi, J, max_order, geo.unpad),
+        xs.contiguous(), per_item, memory_efficient)
     return s.reshape(*lead, *s.shape[1:])
 
 
@@ -167,7 +172,8 @@ def scattering2d(x: Tensor, J: int, L: int = 8, max_order: int = 2, *,
         max_order: 1 or 2.
         padding: ``"reflect"`` (equals kymatio) or ``"periodic"`` (no padding).
         backend: ``"auto"``, ``"reference"``, ``"compiled"`` or a :class:`Backend`.
-        memory_efficient: recompute second-order intermediates in the backward pass.
+        memory_efficient: process big batches in chunks recomputed in the backward pass
+            (bounded peak memory for about one extra forward pass of time).
 
     >>> x = torch.rand(2, 3, 32, 32)
     >>> tuple(scattering2d(x, J=2, L=4).shape)
@@ -191,8 +197,9 @@ class Scattering2D(nn.Module):
         max_order: 1 or 2 (default 2).
         padding: ``"reflect"`` (kymatio's padding, equal results) or ``"periodic"``.
         backend: ``"auto"`` (compiled ops when available), ``"reference"`` or ``"compiled"``.
-        memory_efficient: recompute second-order intermediates in the backward pass
-            instead of storing them (about half the peak memory for a little more time).
+        memory_efficient: process big batches in chunks (about 190 MB of working set
+            each) recomputed in the backward pass instead of storing their intermediates:
+            bounded peak memory for about one extra forward pass of time.
 
     Shape:
         ``(..., H, W)`` -> ``(..., K, H', W')`` with ``K`` = :attr:`n_coefficients` and

@@ -362,6 +362,7 @@ class Synthesizer:
         """
         if self._ready:
             return self
+        t_setup = time.perf_counter()
         ex = self._stage_example(self.stage)
         opts = dict(self.model_options)
         if self.name in ("scattering", "covariance", "spectra") and "J" not in opts:
@@ -412,6 +413,8 @@ class Synthesizer:
             self._opt.load_state_dict(self._pending_opt_state)
             self._pending_opt_state = None
         self._ready = True
+        # building F and the targets counts towards the time budget (examples can be large)
+        self.elapsed += time.perf_counter() - t_setup
         return self
 
     def _initial_image(self) -> Tensor:
