@@ -186,14 +186,21 @@ def test_scattering2d_gradcheck(padding, device):
     assert torch.autograd.gradcheck(S, (x,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
-def test_scattering2d_memory_efficient_same_gradient():
-    x = torch.rand(2, 16, 16, dtype=torch.float64, requires_grad=True)
-    grads = []
+@pytest.mark.parametrize("module", ["scattering", "moments"])
+def test_memory_efficient_chunks_same_values_and_gradient(module, monkeypatch):
+    from difftransforms.scattering import core
+
+    x = torch.rand(3, 16, 16, dtype=torch.float64, requires_grad=True)
+    results = []
     for me in (True, False):
-        S = Scattering2D(3, (16, 16), L=2, memory_efficient=me).double()
-        (g,) = torch.autograd.grad(S(x).square().sum(), x)
-        grads.append(g)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+        monkeypatch.setattr(core, "CHUNK_BUDGET_BYTES", 1)  # one image per chunk
+        m = (Scattering2D(3, (16, 16), L=2, memory_efficient=me) if module == "scattering"
+             else ScatteringMoments(3, L=2, memory_efficient=me)).double()
+        out = m(x)
+        (g,) = torch.autograd.grad(out.square().sum(), x)
+        results.append((out.detach(), g))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-12)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("module", ["scattering", "moments", "spectra"])
