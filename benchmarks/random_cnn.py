@@ -23,12 +23,12 @@ def main() -> None:
         weights = [net.weight(s) for s in net.sizes]
         x = torch.rand(1, 3, n, n, device=args.device, requires_grad=True)
 
-        def ours(backward: bool):
+        def ours(backward: bool, net=net, x=x):
             feats = net(x)
             if backward:
                 sum(f.square().mean() for f in feats.values()).backward()
 
-        def dense(backward: bool):
+        def dense(backward: bool, weights=weights, x=x):
             feats = []
             for w in weights:
                 p = w.shape[-1] // 2
