@@ -239,8 +239,17 @@ def test_backends():
     assert get_backend("torch").name == "torch"
     assert get_backend("auto").name.startswith("auto")
     x = torch.rand(2, 32, 32, dtype=torch.float64)
-    outs = [scattering_moments(x, 3, 4, backend=b) for b in ("reference", "torch", "auto")]
-    assert torch.allclose(outs[0], outs[1], rtol=1e-10) and torch.allclose(outs[0], outs[2])
+    names = ["reference", "torch", "auto"]
+    try:
+        get_backend("compiled")
+        names.append("compiled")
+    except RuntimeError:
+        pass
+    for b in names:
+        assert torch.allclose(scattering_moments(x, 3, 4, backend=b),
+                              scattering_moments(x, 3, 4, backend="reference"), rtol=1e-10)
+        assert torch.allclose(scattering2d(x, 2, 4, backend=b),
+                              scattering2d(x, 2, 4, backend="reference"), rtol=1e-10)
     with pytest.raises(ValueError, match="unknown backend"):
         get_backend("fast")
 
