@@ -913,8 +913,8 @@ SYNTH_DEFAULT_MAX_SIDE = 256
 @main.command()
 @input_argument
 @click.option("--model", "-m", type=_SYNTH_MODELS, default="auto", show_default=True,
-              help="Statistics to match: random multiscale CNN (auto), pretrained VGG19, "
-                   "scattering moments, wavelet covariance, scattering spectra.")
+              help="Statistics to match: scattering spectra (auto), random multiscale CNN, "
+                   "pretrained VGG19, scattering moments, wavelet covariance.")
 @click.option("--size", type=_Size(), default=None,
               help=f"Output HxW (default: the example's size, at most "
                    f"{SYNTH_DEFAULT_MAX_SIDE} per side). The output tiles seamlessly.")
@@ -990,7 +990,7 @@ def synthesize(
     if size is None:
         h, w = x.shape[-2:]
         size = (min(h, SYNTH_DEFAULT_MAX_SIDE), min(w, SYNTH_DEFAULT_MAX_SIDE))
-    name = "cnn" if model.lower() == "auto" else model.lower()
+    name = "spectra" if model.lower() == "auto" else model.lower()
     if steps is None and time_budget is None and torch.device(device).type == "cpu":
         time_budget = SYNTH_CPU_BUDGET[0 if x.shape[1] == 1 else 1]
         steps = DEFAULT_STEPS[name]

@@ -232,7 +232,7 @@ def resolve_name(model: str | nn.Module) -> str:
         )
     name = model.lower()
     if name == "auto":
-        return "cnn"
+        return "spectra"
     if name not in _FACTORIES:
         raise ValueError(
             f"unknown model {model!r}; choose one of {', '.join(MODELS)} or pass an nn.Module"
