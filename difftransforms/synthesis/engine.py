@@ -726,8 +726,8 @@ def synthesize(
 
     Args:
         example: ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)`` float tensor in ``[0, 1]``.
-        model: ``"auto"`` (= ``"spectra"``), ``"cnn"``, ``"vgg19"``, ``"scattering"``, ``"covariance"``,
-            ``"spectra"`` or an ``nn.Module`` (see :class:`Synthesizer`).
+        model: ``"auto"`` (= ``"spectra"``), ``"cnn"``, ``"vgg19"``, ``"scattering"``,
+            ``"covariance"``, ``"spectra"`` or an ``nn.Module`` (see :class:`Synthesizer`).
         size: output ``(H, W)`` (default: the example's size); the output is periodic.
         steps, time_budget: stop after that many outer steps / seconds.
         seed: same seed, same machine -> same image.
