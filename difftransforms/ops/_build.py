@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -229,6 +230,8 @@ def _build_and_load(st: ExtensionStatus, src: Path) -> None:
         build_dir.mkdir(parents=True, exist_ok=True)
         print(f"difftransforms: compiling the {kind.upper()} kernels (once, about a minute; "
               f"cached in {build_dir})", file=sys.stderr, flush=True)
+        # torch warns at import about CUDA_HOME when building CPU-only code: not news
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils import cpp_extension
 
         if kind == "cuda" and not os.environ.get("CUDA_HOME"):

@@ -15,6 +15,7 @@ disables the kernels.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import warnings
@@ -120,6 +121,8 @@ def load(verbose: bool = False) -> bool:
             src = _source()
             if src is None:
                 raise RuntimeError(f"kernel source not found ({_SRC})")
+            # torch warns at import about CUDA_HOME when building CPU-only code: not news
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             from torch.utils.cpp_extension import load as _load
 
             with warnings.catch_warnings():
