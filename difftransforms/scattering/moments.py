@@ -19,18 +19,13 @@ from torch import Tensor, nn
 from .._utils import check_finite, check_floating
 from .backend import Backend, get_backend
 from .core import moments_core, run_batched
-from .scattering2d import _cached_bank
+from .scattering2d import _cached_bank, _check_order_params
 
 __all__ = ["ScatteringMoments", "moments_meta", "scattering_moments"]
 
 
 def _check(J: int, L: int, max_order: int, oversampling: int) -> None:
-    if isinstance(J, bool) or not isinstance(J, int) or J < 1:
-        raise ValueError(f"J must be an int >= 1, got {J!r}")
-    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be an int >= 1, got {L!r}")
-    if max_order not in (1, 2):
-        raise ValueError(f"max_order must be 1 or 2, got {max_order!r}")
+    _check_order_params(J, L, max_order)
     if isinstance(oversampling, bool) or not isinstance(oversampling, int) or oversampling < 0:
         raise ValueError(f"oversampling must be an int >= 0, got {oversampling!r}")
 

@@ -24,13 +24,18 @@ __all__ = ["PADDINGS", "Scattering2D", "scattering2d", "scattering_meta"]
 PADDINGS = ("reflect", "periodic")
 
 
-def _check_params(J: int, L: int, max_order: int, padding: str) -> None:
+def _check_order_params(J: int, L: int, max_order: int) -> None:
+    """Validate the shared (J, L, max_order) arguments of every scattering front-end."""
     if isinstance(J, bool) or not isinstance(J, int) or J < 1:
         raise ValueError(f"J must be an int >= 1, got {J!r}")
     if isinstance(L, bool) or not isinstance(L, int) or L < 1:
         raise ValueError(f"L must be an int >= 1, got {L!r}")
     if max_order not in (1, 2):
         raise ValueError(f"max_order must be 1 or 2, got {max_order!r}")
+
+
+def _check_params(J: int, L: int, max_order: int, padding: str) -> None:
+    _check_order_params(J, L, max_order)
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}; choose one of {PADDINGS}")
 
