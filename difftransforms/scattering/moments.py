@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._utils import check_finite, check_floating
+from .._utils import check_finite
 from .backend import Backend, get_backend
 from .core import moments_core, run_batched
-from .scattering2d import _cached_bank, _check_order_params
+from .scattering2d import _cached_bank, _check_image_tensor, _check_order_params
 
 __all__ = ["ScatteringMoments", "moments_meta", "scattering_moments"]
 
@@ -31,13 +31,7 @@ def _check(J: int, L: int, max_order: int, oversampling: int) -> None:
 
 
 def _check_input(x: Tensor, J: int) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape (..., H, W), got {tuple(x.shape)}")
-    check_floating(x)
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"x must be float32 or float64, got {x.dtype}; convert with x.float()")
+    _check_image_tensor(x)
     H, W = x.shape[-2:]
     if 2**J > min(H, W):
         raise ValueError(f"J={J} is too large for a {H}x{W} image: 2^J must not exceed the "

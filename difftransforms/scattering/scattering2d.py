@@ -123,7 +123,8 @@ class _Geometry:
         return s[..., 1:-1, 1:-1]
 
 
-def _prepare(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
+def _check_image_tensor(x: Tensor) -> None:
+    """Validate a real float32/float64 ``(..., H, W)`` input of the scattering front-ends."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
@@ -131,6 +132,10 @@ def _prepare(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
     check_floating(x)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x must be float32 or float64, got {x.dtype}; convert with x.float()")
+
+
+def _prepare(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
+    _check_image_tensor(x)
     if shape is not None and tuple(x.shape[-2:]) != tuple(shape):
         raise ValueError(
             f"this Scattering2D was built for {shape[0]}x{shape[1]} inputs, got "
