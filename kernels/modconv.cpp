@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -28,21 +29,87 @@ namespace {
 // Number of signals sharing one read of a filter row (that row stays in L1).
 constexpr int64_t kNBlock = 4;
 
+// (F, k, k) bool: whether filters[f] is non-zero somewhere on the aliased block (a, b) (rows
+// [a H/k, (a+1) H/k) x columns [b W/k, (b+1) W/k)). One pass over the filters with an early
+// exit per block: the bank's live blocks are non-zero almost everywhere, so the scan of a live
+// block stops at its first entries and only dead blocks are read whole. (The generic
+// ne().any().any() of modconv.h allocates an (F, H, W) bool tensor and costs ~1.5 ms per call
+// on a 8 x 288^2 bank, as much as the fold itself at coarse scales.)
+template <typename T>
+at::Tensor live_blocks_cpu(const at::Tensor& f, const FoldShape& s) {
+  at::Tensor live = at::empty({s.F, s.k, s.k}, f.options().dtype(at::kBool));
+  bool* lp = live.mutable_data_ptr<bool>();
+  const T* fp = f.const_data_ptr<T>();
+  at::parallel_for(0, s.F * s.k * s.k, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t fi = i / (s.k * s.k), a = (i / s.k) % s.k, b = i % s.k;
+      bool any = false;
+      for (int64_t u = 0; u < s.Hk && !any; ++u) {
+        const T* row = fp + (fi * s.H + a * s.Hk + u) * s.W + b * s.Wk;
+        for (int64_t v = 0; v < s.Wk; ++v) any |= row[v] != T(0);
+      }
+      lp[i] = any;
+    }
+  });
+  return live;
+}
+
+// live_ab[a * k + b]: some filter is non-zero on the aliased block (a, b).
+inline std::vector<char> any_filter_live(const bool* live, const FoldShape& s) {
+  std::vector<char> ab(static_cast<size_t>(s.k * s.k), 0);
+  for (int64_t f = 0; f < s.F; ++f)
+    for (int64_t i = 0; i < s.k * s.k; ++i) ab[i] |= live[f * s.k * s.k + i];
+  return ab;
+}
+
+// dst[0:2n] = scale * (f[0], f[0], f[1], f[1], ...): a real filter segment spread over the
+// interleaved (re, im) layout, so that the complex-by-real products below are plain
+// element-wise loops over contiguous memory (vectorised by the compiler).
+template <typename T>
+inline void spread(const T* __restrict f, T scale, int64_t n, T* __restrict dst) {
+  for (int64_t v = 0; v < n; ++v) {
+    dst[2 * v] = f[v] * scale;
+    dst[2 * v + 1] = f[v] * scale;
+  }
+}
+
+template <typename T>
+inline void axpy_inplace(const T* __restrict a, const T* __restrict x, int64_t n,
+                         T* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a[i] * x[i];
+}
+
+// Columns [c0, c0 + n) of the full spectrum row p of one signal, interleaved, into dst: the
+// stored half is copied, the missing half read from the Hermitian mirror (row pm, conjugated).
+template <typename T>
+inline void full_row_segment(const T* __restrict xrow, const T* __restrict xmrow,
+                             const FoldShape& s, int64_t c0, int64_t n, T* __restrict dst) {
+  const int64_t direct = std::max<int64_t>(0, std::min(c0 + n, s.Wr) - c0);
+  std::copy_n(xrow + 2 * c0, 2 * direct, dst);
+  for (int64_t q = c0 + direct; q < c0 + n; ++q) {  // X[p, q] = conj(xhat[pm, W - q])
+    dst[2 * (q - c0)] = xmrow[2 * (s.W - q)];
+    dst[2 * (q - c0) + 1] = -xmrow[2 * (s.W - q) + 1];
+  }
+}
+
 template <typename T>
 void filter_fold_cpu_kernel(const T* __restrict X, const T* __restrict filt,
                             const bool* __restrict live, T* __restrict out, const FoldShape s) {
-  // Task = (block of <= kNBlock signals, output row u). For each alias row p = u + a H/k the
-  // full spectrum row X[n, p, 0:W] is rebuilt once in a small buffer (stored half copied,
-  // missing half mirrored and conjugated), then every filter row is applied with contiguous,
-  // vectorisable loops, accumulating straight into the (N, F, H/k, W/k) output rows.
+  // Task = (block of <= kNBlock signals, output row u). For each alias row p = u + a H/k, the
+  // live column blocks of the full spectrum row X[n, p, :] are rebuilt once in a small buffer
+  // (stored half copied, missing half mirrored and conjugated); each filter segment, spread to
+  // the interleaved layout and scaled by 1/k^2 once, then serves the whole signal block with
+  // contiguous loops, accumulating straight into the (N, F, H/k, W/k) output rows.
   // live[(f k + a) k + b] is false when filter f is exactly zero on the aliased block (a, b)
   // (band-pass filters at coarse scales are zero on most blocks): such blocks are skipped.
   const int64_t nblocks = (s.N + kNBlock - 1) / kNBlock;
   const T scale = T(1) / T(s.k * s.k);
   const int64_t W2 = 2 * s.W;
   const int64_t orow_len = 2 * s.Wk;
+  const std::vector<char> live_ab = any_filter_live(live, s);
   at::parallel_for(0, nblocks * s.Hk, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(static_cast<size_t>(kNBlock * W2));
+    std::vector<T> fbuf(static_cast<size_t>(orow_len));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t up = item % s.Hk;
       const int64_t n0 = (item / s.Hk) * kNBlock;
@@ -53,46 +120,27 @@ void filter_fold_cpu_kernel(const T* __restrict X, const T* __restrict filt,
         }
       }
       for (int64_t a = 0; a < s.k; ++a) {
-        bool any_live = false;
-        for (int64_t fb = 0; fb < s.F * s.k && !any_live; ++fb) {
-          const int64_t f = fb / s.k, b = fb % s.k;
-          any_live = live[(f * s.k + a) * s.k + b];
-        }
-        if (!any_live) continue;
+        const char* lab = live_ab.data() + a * s.k;
+        if (std::none_of(lab, lab + s.k, [](char c) { return c != 0; })) continue;
         const int64_t p = up + a * s.Hk;
         const int64_t pm = (s.H - p) % s.H;  // row of the Hermitian mirror
         for (int64_t i = 0; i < nn; ++i) {
-          T* __restrict row = buf.data() + i * W2;
-          const T* __restrict xrow = X + ((n0 + i) * s.H + p) * s.Wr * 2;
-          const T* __restrict xmrow = X + ((n0 + i) * s.H + pm) * s.Wr * 2;
-          std::copy_n(xrow, 2 * s.Wr, row);
-          for (int64_t q = s.Wr; q < s.W; ++q) {  // X[p, q] = conj(xhat[pm, W - q])
-            row[2 * q] = xmrow[2 * (s.W - q)];
-            row[2 * q + 1] = -xmrow[2 * (s.W - q) + 1];
+          const T* xrow = X + ((n0 + i) * s.H + p) * s.Wr * 2;
+          const T* xmrow = X + ((n0 + i) * s.H + pm) * s.Wr * 2;
+          for (int64_t b = 0; b < s.k; ++b) {
+            if (lab[b]) full_row_segment(xrow, xmrow, s, b * s.Wk, s.Wk,
+                                         buf.data() + i * W2 + 2 * b * s.Wk);
           }
         }
         for (int64_t f = 0; f < s.F; ++f) {
-          const T* __restrict frow = filt + (f * s.H + p) * s.W;
-          for (int64_t i = 0; i < nn; ++i) {
-            T* __restrict o = out + (((n0 + i) * s.F + f) * s.Hk + up) * orow_len;
-            const T* __restrict row = buf.data() + i * W2;
-            for (int64_t b = 0; b < s.k; ++b) {
-              if (!live[(f * s.k + a) * s.k + b]) continue;
-              const T* __restrict fr = frow + b * s.Wk;
-              const T* __restrict xr = row + 2 * b * s.Wk;
-              for (int64_t v = 0; v < s.Wk; ++v) {
-                o[2 * v] += fr[v] * xr[2 * v];
-                o[2 * v + 1] += fr[v] * xr[2 * v + 1];
-              }
+          const T* frow = filt + (f * s.H + p) * s.W;
+          for (int64_t b = 0; b < s.k; ++b) {
+            if (!live[(f * s.k + a) * s.k + b]) continue;
+            spread(frow + b * s.Wk, scale, s.Wk, fbuf.data());
+            for (int64_t i = 0; i < nn; ++i) {
+              axpy_inplace(fbuf.data(), buf.data() + i * W2 + 2 * b * s.Wk, orow_len,
+                           out + (((n0 + i) * s.F + f) * s.Hk + up) * orow_len);
             }
-          }
-        }
-      }
-      if (s.k > 1) {
-        for (int64_t i = 0; i < nn; ++i) {
-          T* o = out + (((n0 + i) * s.F) * s.Hk + up) * orow_len;
-          for (int64_t f = 0; f < s.F; ++f, o += s.Hk * orow_len) {
-            for (int64_t j = 0; j < orow_len; ++j) o[j] *= scale;
           }
         }
       }
@@ -104,10 +152,11 @@ template <typename T>
 void filter_fold_backward_cpu_kernel(const T* __restrict G, const T* __restrict filt,
                                      const bool* __restrict live, T* __restrict gx,
                                      const FoldShape s) {
-  // With acc_p[q] = sum_f filt[f, p, q] G[n, f, p % Hk, q % Wk] over the FULL row q < W:
-  //   gx[n, p, q] = (acc_p[q] + [1 <= q <= W - Wr] conj(acc_pm[W - q])) / k^2,  pm = -p mod H.
+  // With acc_p[q] = sum_f filt[f, p, q] G[n, f, p % Hk, q % Wk] / k^2 over the FULL row q < W:
+  //   gx[n, p, q] = acc_p[q] + [1 <= q <= W - Wr] conj(acc_pm[W - q]),  pm = -p mod H.
   // Task = (block of signals, row pair {p, pm}): both full accumulators are built with
-  // contiguous loops, then combined into both output rows. No atomics, no duplicate work.
+  // contiguous loops (each scaled filter segment spread once for the signal block), then
+  // combined into both output rows. No atomics, no duplicate work.
   const int64_t nblocks = (s.N + kNBlock - 1) / kNBlock;
   const int64_t npairs = s.H / 2 + 1;  // p in [0, H/2]; pm = H - p >= p
   const T scale = T(1) / T(s.k * s.k);
@@ -115,6 +164,7 @@ void filter_fold_backward_cpu_kernel(const T* __restrict G, const T* __restrict 
   const int64_t tile = s.Hk * s.Wk * 2;
   at::parallel_for(0, nblocks * npairs, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(static_cast<size_t>(2 * kNBlock * W2));
+    std::vector<T> fbuf(static_cast<size_t>(2 * s.Wk));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t p = item % npairs;
       const int64_t n0 = (item / npairs) * kNBlock;
@@ -127,18 +177,13 @@ void filter_fold_backward_cpu_kernel(const T* __restrict G, const T* __restrict 
         const int64_t ur = pr % s.Hk;
         const int64_t ar = pr / s.Hk;
         for (int64_t f = 0; f < s.F; ++f) {
-          const T* __restrict frow = filt + (f * s.H + pr) * s.W;
-          for (int64_t i = 0; i < nn; ++i) {
-            T* __restrict acc = buf.data() + (r * kNBlock + i) * W2;
-            const T* __restrict g = G + ((n0 + i) * s.F + f) * tile + ur * s.Wk * 2;
-            for (int64_t b = 0; b < s.k; ++b) {
-              if (!live[(f * s.k + ar) * s.k + b]) continue;  // zero filter block
-              const T* __restrict fr = frow + b * s.Wk;
-              T* __restrict dst = acc + 2 * b * s.Wk;
-              for (int64_t v = 0; v < s.Wk; ++v) {
-                dst[2 * v] += fr[v] * g[2 * v];
-                dst[2 * v + 1] += fr[v] * g[2 * v + 1];
-              }
+          const T* frow = filt + (f * s.H + pr) * s.W;
+          for (int64_t b = 0; b < s.k; ++b) {
+            if (!live[(f * s.k + ar) * s.k + b]) continue;  // zero filter block
+            spread(frow + b * s.Wk, scale, s.Wk, fbuf.data());
+            for (int64_t i = 0; i < nn; ++i) {
+              axpy_inplace(fbuf.data(), G + ((n0 + i) * s.F + f) * tile + ur * s.Wk * 2,
+                           2 * s.Wk, buf.data() + (r * kNBlock + i) * W2 + 2 * b * s.Wk);
             }
           }
         }
@@ -149,13 +194,10 @@ void filter_fold_backward_cpu_kernel(const T* __restrict G, const T* __restrict 
           const T* acc = buf.data() + (r * kNBlock + i) * W2;
           const T* accm = buf.data() + ((nrows == 1 ? 0 : 1 - r) * kNBlock + i) * W2;
           T* __restrict dst = gx + ((n0 + i) * s.H + pr) * s.Wr * 2;
-          for (int64_t q = 0; q < s.Wr; ++q) {
-            dst[2 * q] = acc[2 * q] * scale;
-            dst[2 * q + 1] = acc[2 * q + 1] * scale;
-          }
+          std::copy_n(acc, 2 * s.Wr, dst);
           for (int64_t q = 1; q <= s.W - s.Wr; ++q) {  // conjugated mirror contribution
-            dst[2 * q] += accm[2 * (s.W - q)] * scale;
-            dst[2 * q + 1] -= accm[2 * (s.W - q) + 1] * scale;
+            dst[2 * q] += accm[2 * (s.W - q)];
+            dst[2 * q + 1] -= accm[2 * (s.W - q) + 1];
           }
         }
       }
@@ -163,27 +205,25 @@ void filter_fold_backward_cpu_kernel(const T* __restrict G, const T* __restrict 
   });
 }
 
-// |z| without overflow/underflow and with branch-free, vectorisable loops: float32 is computed
-// in double (its squares can neither overflow nor underflow there); float64 is scaled by
-// max(|re|, |im|) first, like hypot.
-inline double abs_c(float re, float im) {
-  const double r = re, i = im;
-  return std::sqrt(r * r + i * i);
+// |z| without overflow/underflow, branch-free so that the loops vectorise: like hypot, the
+// components are scaled by s = max(|re|, |im|, smallest normal) first (the floor keeps 1/s
+// finite for subnormal z), in the tensor's own precision.
+template <typename T>
+inline T hypot_scale(T re, T im) {
+  return std::max(std::max(std::abs(re), std::abs(im)), std::numeric_limits<T>::min());
 }
 
-inline double abs_c(double re, double im) {
-  const double m = std::max(std::abs(re), std::abs(im));
-  const double inv = m > 0 ? 1.0 / m : 0.0;
-  const double a = re * inv, b = im * inv;
-  return m * std::sqrt(a * a + b * b);
+template <typename T>
+inline T abs_c(T re, T im) {
+  const T sc = hypot_scale(re, im);
+  const T a = re / sc, b = im / sc;
+  return sc * std::sqrt(a * a + b * b);
 }
 
 template <typename T>
 void modulus_cpu_kernel(const T* __restrict z, T* __restrict out, int64_t numel) {
   at::parallel_for(0, numel, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      out[i] = static_cast<T>(abs_c(z[2 * i], z[2 * i + 1]));
-    }
+    for (int64_t i = begin; i < end; ++i) out[i] = abs_c(z[2 * i], z[2 * i + 1]);
   });
 }
 
@@ -194,11 +234,14 @@ void modulus_backward_cpu_kernel(const T* __restrict g, const T* __restrict z, T
     for (int64_t i = begin; i < end; ++i) {
       const T re = z[2 * i];
       const T im = z[2 * i + 1];
-      const double r = abs_c(re, im);
-      // Stable gradient: z / |z| is defined as 0 at z == 0 (subgradient), never NaN.
-      const double c = r > 0 ? static_cast<double>(g[i]) / r : 0.0;
-      gz[2 * i] = static_cast<T>(c * re);
-      gz[2 * i + 1] = static_cast<T>(c * im);
+      // z / |z| = (a, b) / sqrt(a^2 + b^2) with (a, b) = (re, im) / hypot_scale: no
+      // overflow or underflow; defined as 0 at z == 0 (subgradient), never NaN.
+      const T sc = hypot_scale(re, im);
+      const T a = re / sc, b = im / sc;
+      const T r2 = a * a + b * b;
+      const T c = r2 > T(0) ? g[i] / std::sqrt(r2) : T(0);
+      gz[2 * i] = c * a;
+      gz[2 * i + 1] = c * b;
     }
   });
 }
@@ -211,8 +254,8 @@ at::Tensor filter_fold_cpu(const at::Tensor& xhat, const at::Tensor& filters, in
   const at::Tensor f = filters.resolve_conj().resolve_neg().contiguous();
   at::Tensor out = at::empty({s.N, s.F, s.Hk, s.Wk}, xhat.options());
   if (out.numel() == 0) return out;
-  const at::Tensor live = live_blocks(f, s);
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "filter_fold_cpu", [&] {
+    const at::Tensor live = live_blocks_cpu<scalar_t>(f, s);
     filter_fold_cpu_kernel<scalar_t>(static_cast<const scalar_t*>(x.const_data_ptr()),
                                      f.const_data_ptr<scalar_t>(), live.const_data_ptr<bool>(),
                                      static_cast<scalar_t*>(out.mutable_data_ptr()), s);
@@ -229,8 +272,8 @@ at::Tensor filter_fold_backward_cpu(const at::Tensor& grad, const at::Tensor& fi
   at::Tensor gx = at::empty({s.N, s.H, s.Wr}, grad.options());
   if (gx.numel() == 0) return gx;
   if (s.F == 0) return gx.zero_();
-  const at::Tensor live = live_blocks(f, s);
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "filter_fold_backward_cpu", [&] {
+    const at::Tensor live = live_blocks_cpu<scalar_t>(f, s);
     filter_fold_backward_cpu_kernel<scalar_t>(static_cast<const scalar_t*>(g.const_data_ptr()),
                                               f.const_data_ptr<scalar_t>(),
                                               live.const_data_ptr<bool>(),

@@ -186,21 +186,66 @@ def test_scattering2d_gradcheck(padding, device):
     assert torch.autograd.gradcheck(S, (x,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
-@pytest.mark.parametrize("module", ["scattering", "moments"])
-def test_memory_efficient_chunks_same_values_and_gradient(module, monkeypatch):
+def test_memory_efficient_moments_chunks_same_values_and_gradient(monkeypatch):
     from difftransforms.scattering import core
 
     x = torch.rand(3, 16, 16, dtype=torch.float64, requires_grad=True)
     results = []
     for me in (True, False):
         monkeypatch.setattr(core, "CHUNK_BUDGET_BYTES", 1)  # one image per chunk
-        m = (Scattering2D(3, (16, 16), L=2, memory_efficient=me) if module == "scattering"
-             else ScatteringMoments(3, L=2, memory_efficient=me)).double()
+        m = ScatteringMoments(3, L=2, memory_efficient=me).double()
         out = m(x)
         (g,) = torch.autograd.grad(out.square().sum(), x)
         results.append((out.detach(), g))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-12)
     assert torch.allclose(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
+
+
+# MAPS_BUDGET_BYTES: 1 -> one filter per call (filter split); 2**12 -> a few rows per call;
+# 2**30 -> one call (still recomputed in the backward pass)
+@pytest.mark.parametrize("budget", [1, 2**12, 2**30])
+@pytest.mark.parametrize("padding", ["reflect", "periodic"])
+def test_memory_efficient_scattering_equals_stored(budget, padding, monkeypatch):
+    from difftransforms.scattering import core
+
+    monkeypatch.setattr(core, "MAPS_BUDGET_BYTES", budget)
+    x = torch.rand(2, 3, 16, 24, dtype=torch.float64, requires_grad=True)
+    results = []
+    for me in (True, False):
+        S = Scattering2D(3, (16, 24), L=3, padding=padding, memory_efficient=me).double()
+        out = S(x)
+        (g,) = torch.autograd.grad((out.square() * torch.linspace(0, 1, out.shape[-1],
+                                   dtype=out.dtype)).sum(), x)
+        results.append((out.detach(), g))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-13, atol=1e-15)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-11, atol=1e-14)
+
+
+def test_memory_efficient_scattering_second_order_gradients(monkeypatch):
+    from difftransforms.scattering import core
+
+    monkeypatch.setattr(core, "MAPS_BUDGET_BYTES", 2**10)  # several recomputed chunks
+    S = Scattering2D(2, (8, 8), L=2, memory_efficient=True).double()
+    x = torch.rand(1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(S, (x,), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                        fast_mode=True)
+
+
+def test_spatial_lowpass_equals_fourier_lowpass():
+    # the second-order low-pass as two matrix products == rfft2 -> fold(φ) -> ifft2
+    from difftransforms.scattering import core, get_backend, morlet_filter_bank
+
+    fb = morlet_filter_bank((48, 40), 3, 4, dtype=torch.float64)
+    backend = get_backend("reference")
+    u = torch.rand(5, 24, 20, dtype=torch.float64)
+    for crop in (0, 1):
+        C, D = core.lowpass_matrices(fb.phi_levels[1], 4, crop)
+        ours = core.spatial_lowpass(u, C, D)
+        ref = core._lowpass(backend, torch.fft.rfft2(u), fb.phi_levels[1], 20, 4)
+        if crop:
+            ref = ref[..., 1:-1, 1:-1]
+        assert ours.shape == ref.shape
+        assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("module", ["scattering", "moments", "spectra"])

@@ -60,7 +60,10 @@ _CUDA_SOURCES = ("modconv_cuda_ops.cpp", "modconv_cuda.cu")
 _HEADERS = ("modconv.h", "modconv_shape.h")
 _NAMES = {"cpu": "difftransforms_C", "cuda": "difftransforms_cuda"}
 
-_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
+# -march=native: the kernels are built on the machine that runs them (the cache key includes
+# the CPU's model and instruction-set flags, see _cpu_key), and AVX2/AVX-512 roughly halve the
+# time of the fold loops.
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
 _LDFLAGS = ["-fopenmp"]
 _CUDA_CFLAGS = ["-O3"]
 
@@ -195,8 +198,21 @@ def _missing_cuda_toolchain() -> str | None:
     return None
 
 
+def _cpu_key() -> str:
+    """The CPU model and instruction-set flags (``-march=native`` binaries are only valid on
+    the same kind of CPU: a cache shared between machines must not mix them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
 def _toolchain_key(kind: str) -> list[str]:
     key = [torch.__version__, platform.machine(), sys.version]
+    if kind == "cpu":
+        key.append(_cpu_key())
     if kind == "cuda":
         key += [str(torch.version.cuda), str(_cuda_home()),
                 os.environ.get("TORCH_CUDA_ARCH_LIST", "")]

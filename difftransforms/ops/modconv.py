@@ -215,7 +215,9 @@ _registered = False
 
 def _ff_setup(ctx, inputs, output) -> None:  # noqa: ANN001
     xhat, filters, width, k = inputs
-    ctx.save_for_backward(xhat, filters)
+    # xhat is only needed for the filters' gradient: a fixed bank (buffers) keeps no copy
+    # of the spectra alive for the backward pass
+    ctx.save_for_backward(xhat if filters.requires_grad else None, filters)
     ctx.width, ctx.k = width, k
 
 
@@ -231,7 +233,7 @@ def _ff_backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202
 
 def _ffb_setup(ctx, inputs, output) -> None:  # noqa: ANN001
     grad, filters, k = inputs
-    ctx.save_for_backward(grad, filters)
+    ctx.save_for_backward(grad if filters.requires_grad else None, filters)
     ctx.k = k
 
 

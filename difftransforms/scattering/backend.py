@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from difftransforms.ops.fft import rfft2 as _rfft2
+
 __all__ = ["BACKENDS", "Backend", "filter_fold_torch", "get_backend"]
 
 BACKENDS = ("auto", "reference", "compiled", "torch")
@@ -49,7 +51,7 @@ class Backend:
     filter_fold: Callable[[Tensor, Tensor, int, int], Tensor]
     modulus: Callable[[Tensor], Tensor]
     materializes: bool = True
-    rfft2: Callable[[Tensor], Tensor] = torch.fft.rfft2
+    rfft2: Callable[[Tensor], Tensor] = _rfft2
     fft2: Callable[[Tensor], Tensor] = torch.fft.fft2
     ifft2: Callable[[Tensor], Tensor] = torch.fft.ifft2
 

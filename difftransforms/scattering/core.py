@@ -37,10 +37,22 @@ def fold(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int) ->
                       for i in range(0, n, step)])
 
 
-def modulus_maps(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
-    """``|ifft2(filter_fold(xhat, filters, width, k))|``: ``(N, F, H/k, W/k)`` real maps of
-    ``|x ⋆ ψ_f|`` sampled every ``k`` pixels."""
+def _modulus_maps(backend: Backend, xhat: Tensor, filters: Tensor, width: int,
+                  k: int) -> Tensor:
     return backend.modulus(backend.ifft2(fold(backend, xhat, filters, width, k)))
+
+
+def modulus_maps(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int,
+                 recompute: bool = False) -> Tensor:
+    """``|ifft2(filter_fold(xhat, filters, width, k))|``: ``(N, F, H/k, W/k)`` real maps of
+    ``|x ⋆ ψ_f|`` sampled every ``k`` pixels.
+
+    With ``recompute``, the complex maps (what the modulus needs for its gradient, twice the
+    size of the result) are not kept for the backward pass but recomputed there from
+    ``xhat`` (one more fold and inverse FFT)."""
+    if recompute and torch.is_grad_enabled() and xhat.requires_grad:
+        return checkpoint(lambda xh: _modulus_maps(backend, xh, filters, width, k), xhat)
+    return _modulus_maps(backend, xhat, filters, width, k)
 
 
 def _lowpass(backend: Backend, uhat: Tensor, phi: Tensor, width: int, k: int) -> Tensor:
@@ -51,7 +63,8 @@ def _lowpass(backend: Backend, uhat: Tensor, phi: Tensor, width: int, k: int) ->
 class _Recompute(torch.autograd.Function):
     """``fn(x)`` that keeps only ``x`` for the backward pass and recomputes ``fn`` there (a
     minimal reentrant checkpoint: ``torch.utils.checkpoint`` costs ~150 MB of lazy imports
-    on its first call)."""
+    on its first call). Higher-order gradients work: under ``create_graph`` the recomputation
+    is built on the saved ``x`` itself, so the returned gradient stays connected to it."""
 
     @staticmethod
     def forward(ctx, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:  # type: ignore[override]
@@ -63,10 +76,15 @@ class _Recompute(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
+        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            xd = x.detach().requires_grad_(True)
+            xd = x if create_graph else x.detach().requires_grad_(True)
             out = ctx.fn(xd)
-        (gx,) = torch.autograd.grad(out, xd, g)
+            # <g, out> as a scalar: autograd.grad with a grad_outputs tensor would import
+            # torch.fx's symbolic shapes (sympy, ~36 MB) on its first call
+            dot = (torch.view_as_real(out) * torch.view_as_real(g)).sum() if out.is_complex() \
+                else (out * g).sum()
+        (gx,) = torch.autograd.grad(dot, xd, create_graph=create_graph)
         return None, gx
 
 
@@ -77,6 +95,18 @@ def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 # Peak working set allowed for one chunk of a memory-efficient batched call.
 CHUNK_BUDGET_BYTES = 192 * 2**20
+# Largest complex (fold) output of one modulus_maps call of the memory-efficient transforms.
+MAPS_BUDGET_BYTES = 4 * 2**20
+
+
+def row_chunks(xhat: Tensor, n_filters: int, out_hw: tuple[int, int],
+               memory_efficient: bool) -> int:
+    """Rows of ``xhat`` per ``modulus_maps`` call so that its complex output stays under
+    :data:`MAPS_BUDGET_BYTES` (all rows when not ``memory_efficient``)."""
+    if not memory_efficient:
+        return max(1, xhat.shape[0])
+    per_row = n_filters * out_hw[0] * out_hw[1] * xhat.element_size()
+    return max(1, MAPS_BUDGET_BYTES // max(1, per_row))
 
 
 def run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, per_item_bytes: int,
@@ -96,9 +126,71 @@ def run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, per_item_bytes: int,
     return torch.cat([checkpoint(fn, xc) if need_grad else fn(xc) for xc in x.split(chunk)])
 
 
+def lowpass_matrices(phi: Tensor, k: int, crop: int) -> tuple[Tensor, Tensor]:
+    """Real ``(h, M)`` and ``(w, N)`` matrices ``C``, ``D`` with ``C @ u @ D.T`` equal to
+    ``ifft2(fold(rfft2(u) · phi, k)).real`` (the low-pass ``u ⋆ φ`` sampled every ``k``
+    pixels) without its ``crop`` outer rows and columns, for a separable low-pass
+    ``phi`` ``(M, N)`` (the Gaussian ``φ_J`` of the Morlet bank is: its Fourier transform is
+    the outer product of its first column and first row).
+
+    The low-pass of the many second-order maps becomes two matrix products (a small
+    circulant convolution evaluated only at the output samples) instead of an ``rfft2`` of
+    every map: several times less work forward, and much less backward.
+    """
+    M, N = phi.shape
+    p64 = phi.detach().to(torch.float64)
+    a, b = p64[:, 0], p64[0, :] / p64[0, 0]
+
+    def rows(f: Tensor, n: int) -> Tensor:
+        c = torch.fft.ifft(f).real  # the 1-D impulse response (even: the real part is it)
+        i = torch.arange(crop, n // k - crop, device=phi.device)
+        m = torch.arange(n, device=phi.device)
+        return c[(k * i[:, None] - m[None, :]) % n].to(phi.dtype)
+
+    return rows(a, M), rows(b, N)
+
+
+def spatial_lowpass(u: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """``C @ u @ D.T`` over the last two dimensions of ``u`` ``(..., M, N)``: the first
+    product is one large matrix multiplication over all maps."""
+    lead = u.shape[:-2]
+    M, N = u.shape[-2:]
+    t = (u.reshape(-1, N) @ D.T).reshape(-1, M, D.shape[0])
+    return torch.matmul(C, t).reshape(*lead, C.shape[0], D.shape[0])
+
+
+def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int,
+              post: Callable[[Tensor], Tensor], memory_efficient: bool) -> Tensor:
+    """``post(modulus_maps(xhat, filters, width, k))`` for a ``post`` acting independently on
+    each ``(row, filter)`` map and returning ``(rows, filters, ...)``.
+
+    With ``memory_efficient``, the maps are computed in chunks of rows (or of filters, for a
+    single row) whose complex maps stay under :data:`MAPS_BUDGET_BYTES`, each followed by
+    ``post`` and recomputed in the backward pass: the full-resolution complex maps of the
+    whole batch never exist at once, and none is stored for the backward pass.
+    """
+    N, F = xhat.shape[0], filters.shape[0]
+    if not memory_efficient:
+        return post(modulus_maps(backend, xhat, filters, width, k))
+    h, w = xhat.shape[-2] // k, width // k
+    maps = max(1, MAPS_BUDGET_BYTES // (h * w * xhat.element_size()))
+
+    def run(xc: Tensor, fc: Tensor) -> Tensor:
+        return post(modulus_maps(backend, xc, fc, width, k, recompute=True))
+
+    if maps >= N * F:
+        return run(xhat, filters)
+    if maps >= F:
+        return torch.cat([run(xc, filters) for xc in xhat.split(maps // F)])
+    n_chunks = -(-F // maps)
+    fsplit = filters.split(-(-F // n_chunks))
+    return torch.cat([torch.cat([run(xc, fc) for fc in fsplit], dim=1)
+                      for xc in xhat.split(1)])
+
+
 def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
                       phi_levels: list[Tensor], J: int, max_order: int,
-                      unpad: Callable[[Tensor], Tensor]) -> Tensor:
+                      crop: int = 0, memory_efficient: bool = False) -> Tensor:
     """Scattering coefficients ``(N, K, h, w)`` of real signals ``x`` ``(N, M, N')`` (already
     padded to sizes divisible by ``2^J``), in kymatio's order: order 0; order 1 by
     ``(j1, θ1)``; order 2 by ``(j1, θ1, j2, θ2)`` with ``j2 > j1``.
@@ -106,35 +198,45 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
     Args:
         psi_levels: ``psi_levels[r]`` ``(J, L, M/2^r, N'/2^r)`` wavelets for resolution ``r``.
         phi_levels: ``phi_levels[r]`` ``(M/2^r, N'/2^r)`` low-pass for resolution ``r``.
-        unpad: crops each ``(..., M/2^J, N'/2^J)`` low-passed map to the output grid.
+        crop: rows and columns removed on each side of the ``(M/2^J, N'/2^J)`` low-passed
+            maps (1 for kymatio's reflect padding, 0 for periodic signals).
+        memory_efficient: compute the modulus maps in small chunks recomputed in the
+            backward pass (see :func:`maps_then`): the memory of forward+backward is the
+            spectra of the first-order maps plus one chunk, for one more fold and inverse
+            FFT per map in the backward pass.
     """
     n, M, W = x.shape
     L = psi_levels[0].shape[1]
+    me = memory_efficient
+
+    def unpad(t: Tensor) -> Tensor:
+        return t[..., crop:t.shape[-2] - crop, crop:t.shape[-1] - crop] if crop else t
+
     xhat = backend.rfft2(x)
     out = [unpad(_lowpass(backend, xhat, phi_levels[0], W, 2**J))[:, None]]
     s1: list[Tensor] = []
     s2: list[Tensor] = []
     for j1 in range(J):
-        u1 = modulus_maps(backend, xhat, psi_levels[0][j1], W, 2**j1)  # (n, L, h1, w1)
-        h1, w1 = u1.shape[-2:]
-        u1hat = backend.rfft2(u1).reshape(n * L, h1, -1)
+        u1hat = maps_then(backend, xhat, psi_levels[0][j1], W, 2**j1, backend.rfft2, me)
+        h1, w1 = M // 2**j1, W // 2**j1
+        u1hat = u1hat.reshape(n * L, h1, -1)  # (n·L, h1, w1//2+1)
         s1.append(unpad(_lowpass(backend, u1hat, phi_levels[j1], w1, 2 ** (J - j1)))
                   .reshape(n, L, *out[0].shape[-2:]))
         if max_order < 2 or j1 == J - 1:
             continue
+        blocks = []
+        for j2 in range(j1 + 1, J):
+            k2 = 2 ** (j2 - j1)
 
-        def second(u1hat: Tensor, j1: int = j1, h1: int = h1, w1: int = w1) -> Tensor:
-            blocks = []
-            for j2 in range(j1 + 1, J):
-                u2 = modulus_maps(backend, u1hat, psi_levels[j1][j2], w1, 2 ** (j2 - j1))
-                h2, w2 = u2.shape[-2:]
-                u2hat = backend.rfft2(u2).reshape(n * L * L, h2, -1)
-                s = unpad(_lowpass(backend, u2hat, phi_levels[j2], w2, 2 ** (J - j2)))
-                blocks.append(s.reshape(n, L, 1, L, *s.shape[-2:]))
-            # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
-            return torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:])
+            C, D = lowpass_matrices(phi_levels[j2], 2 ** (J - j2), crop)
 
-        s2.append(second(u1hat))
+            def post(u2: Tensor, C: Tensor = C, D: Tensor = D) -> Tensor:
+                return spatial_lowpass(u2, C, D)
+
+            s = maps_then(backend, u1hat, psi_levels[j1][j2], w1, k2, post, me)
+            blocks.append(s.reshape(n, L, 1, L, *s.shape[-2:]))
+        # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
+        s2.append(torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:]))
     return torch.cat(out + s1 + s2, dim=1)
 
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .._utils import check_finite, check_floating
 from .backend import Backend, get_backend
-from .core import run_batched, scattering2d_core
+from .core import scattering2d_core
 from .filter_bank import MorletFilterBank, morlet_filter_bank
 
 __all__ = ["PADDINGS", "Scattering2D", "scattering2d", "scattering_meta"]
@@ -155,13 +155,8 @@ def _run(x: Tensor, geo: _Geometry, psi_levels: list[Tensor], phi_levels: list[T
     xs = geo.pad(x.reshape(-1, *x.shape[-2:]))
     psi = [p.to(dtype=x.dtype, device=x.device) for p in psi_levels]
     phi = [p.to(dtype=x.dtype, device=x.device) for p in phi_levels]
-    Mp, Np = geo.padded
-    L = psi[0].shape[1]
-    # working set per image: about 1.5 x L² complex maps at half resolution (order 2, j1=0)
-    per_item = int(1.5 * L * max(L, 4) * Mp * Np * 2 * x.element_size())
-    s = run_batched(
-        lambda xc: scattering2d_core(xc, backend, psi, phi, J, max_order, geo.unpad),
-        xs.contiguous(), per_item, memory_efficient)
+    s = scattering2d_core(xs.contiguous(), backend, psi, phi, J, max_order,
+                          1 if geo.padding == "reflect" else 0, memory_efficient)
     return s.reshape(*lead, *s.shape[1:])
 
 
