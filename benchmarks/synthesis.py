@@ -3,15 +3,20 @@
     python -m benchmarks.synthesis [--quick] [--no-write] [--device cpu] [--plenoptic]
 
 For each example texture (greyscale brick and grass; colour wood and fur crops) and each
-model, runs the engine with the command line's defaults (256x256 output; on a CPU the time
-budget of the bare ``difftransforms synthesize``: 60 s grey, 120 s colour), and records the
+model, runs the engine with the command line's defaults at a 256x256 output (on a CPU the
+time budget of the bare ``difftransforms synthesize``: 60 s grey, 120 s colour; run it with
+``--threads 1`` on a shared machine and note the load), and records the
 wall time, the time per step and per loss evaluation, and the quality metrics of
 :func:`difftransforms.metrics.texture_report` against the example (each metric is marked
 ``ok`` when it is within the range of a second crop of the example itself). The peer,
-plenoptic's Portilla-Simoncelli metamer, is run behind ``--plenoptic`` (minutes per image).
+plenoptic's Portilla-Simoncelli metamer, is run behind ``--plenoptic`` (minutes per image,
+on ``--plenoptic-examples``, default brick) and gets its own sheet, example | ours | PS
+(``--peer-sheet``, default ``assets/gallery/vs_plenoptic.png``).
 
 The images go into a side-by-side sheet (``--sheet``, default
-``assets/gallery/benchmark_sheet.png``; not written with ``--no-write`` unless asked).
+``assets/gallery/benchmark_sheet.png``; not written with ``--no-write`` unless asked);
+``--save-dir DIR`` also keeps each image, from which ``scripts/make_gallery.py --from DIR``
+builds the README gallery without synthesising again.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ EXAMPLES: dict[str, tuple[str, tuple[int, int, int, int] | None, bool]] = {
     "brick": ("brick.png", None, False),
     "grass": ("grass.png", None, False),
     "wood": ("coffee.png", (96, 488, 256, 112), True),
-    "fur": ("chelsea.png", (0, 96, 96, 256), True),
+    "fur": ("chelsea.png", (0, 96, 80, 256), True),
 }
 
 MODELS = ("cnn", "scattering", "covariance", "spectra")
@@ -109,23 +114,30 @@ def run_one(y: torch.Tensor, model: str, size: tuple[int, int], device: str,
     return x.cpu(), s
 
 
-def plenoptic_ps(y: torch.Tensor, size: tuple[int, int], iters: int) -> torch.Tensor:
-    """plenoptic's Portilla-Simoncelli metamer (greyscale: per channel for colour)."""
+def plenoptic_ps(y: torch.Tensor, size: tuple[int, int], iters: int,
+                 seed: int = 0) -> torch.Tensor:
+    """plenoptic's Portilla-Simoncelli metamer of ``y`` (its documented recipe: the PS loss
+    factory, Adam with amsgrad, lr 0.02); colour examples channel by channel.
+
+    PS needs a size divisible by ``2^(n_scales+1)``; the example is cropped to the output
+    size (PS synthesises at the example's size).
+    """
     import plenoptic as po
 
+    torch.manual_seed(seed)
     outs = []
     for c in range(y.shape[1]):
-        img = y[:, c : c + 1]
-        h = min(img.shape[-2], size[0]) // 4 * 4
-        w = min(img.shape[-1], size[1]) // 4 * 4
+        img = y[:, c : c + 1].double()
+        h = min(img.shape[-2], size[0]) // 32 * 32
+        w = min(img.shape[-1], size[1]) // 32 * 32
         img = img[..., :h, :w].contiguous()
-        model = po.simul.PortillaSimoncelli(img.shape[-2:])
-        met = po.synth.MetamerCTF(img, model, loss_function=po.tools.optim.l2_norm,
-                                  initial_image=torch.rand_like(img) * 0.2 + img.mean(),
-                                  coarse_to_fine="together")
-        met.synthesize(max_iter=iters, store_progress=False, change_scale_criterion=None,
-                       ctf_iters_to_check=7)
-        outs.append(met.metamer.detach().clamp(0, 1))
+        model = po.models.PortillaSimoncelli(img.shape[-2:])
+        loss = po.loss.portilla_simoncelli_loss_factory(model, img)
+        met = po.Metamer(img, model, loss_function=loss)
+        met.setup(initial_image=torch.rand_like(img) * 0.2 + img.mean(),
+                  optimizer_kwargs={"lr": 0.02, "amsgrad": True})
+        met.synthesize(max_iter=iters, store_progress=False)
+        outs.append(met.metamer.detach().clamp(0, 1).float())
     return torch.cat(outs, dim=1)
 
 
@@ -145,7 +157,15 @@ def main() -> None:
                         "none on GPU)")
     p.add_argument("--plenoptic", action="store_true",
                    help="also run plenoptic's Portilla-Simoncelli metamer (slow)")
-    p.add_argument("--plenoptic-iters", type=int, default=300)
+    p.add_argument("--plenoptic-iters", type=int, default=800)
+    p.add_argument("--plenoptic-examples", default="brick",
+                   help="examples the (slow) plenoptic peer runs on (default: brick)")
+    p.add_argument("--save-dir", type=Path, default=None,
+                   help="also save every image as <dir>/<example>_<model>.png "
+                        "(scripts/make_gallery.py --from <dir> builds the gallery from them)")
+    p.add_argument("--peer-sheet", type=Path, default=None,
+                   help="example | ours | plenoptic PS sheet (default "
+                        "assets/gallery/vs_plenoptic.png with --plenoptic, unless --no-write)")
     p.add_argument("--sheet", type=Path, default=None,
                    help="contact sheet PNG (default assets/gallery/benchmark_sheet.png, "
                         "skipped with --no-write)")
@@ -162,6 +182,7 @@ def main() -> None:
     cpu = args.device == "cpu"
     lines = []
     rows: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
+    peers: dict[str, dict[str, tuple[float, np.ndarray]]] = {}
     metric_names = ["spectrum_gap", *NON_SECOND_ORDER, "copy_fraction"]
     head = ["example", "model", "size", "time", "steps", "s/step", "s/eval",
             *metric_names, "verdict"]
@@ -169,15 +190,16 @@ def main() -> None:
     lines.append("|" + "---|" * len(head))
     for name in examples:
         y = load_example(name)
-        # the command line's default: the example's size, capped per side
-        size = (min(side, y.shape[-2]), min(side, y.shape[-1]))
+        # the issue's target: 256x256 output whatever the example's shape (the command line
+        # with --size 256x256)
+        size = (side, side)
         budget = args.time
         if budget is None and cpu:
             budget = 60.0 if y.shape[1] == 1 else 120.0
         base = texture_baselines(y, metrics=metric_names)
         tiles = [("example", to_uint8(y))]
         todo: list[tuple[str, Any]] = [(m, None) for m in models]
-        if args.plenoptic:
+        if args.plenoptic and name in args.plenoptic_examples.split(","):
             todo.append(("plenoptic-PS", "peer"))
         for model, peer in todo:
             t0 = time.perf_counter()
@@ -205,6 +227,11 @@ def main() -> None:
             print(line, flush=True)
             lines.append(line)
             tiles.append((f"{model} {wall:.0f}s", to_uint8(x)))
+            if args.save_dir is not None:
+                args.save_dir.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(to_uint8(x)).save(args.save_dir / f"{name}_{model}.png")
+            if peer or model == "spectra":
+                peers.setdefault(name, {})[model] = (wall, to_uint8(x))
         rows.append((name, tiles))
     crops = {m: [f"{v:.3g}" for v in base[m]["second_crop"]] for m in metric_names}
     md = "\n".join([
@@ -228,6 +255,17 @@ def main() -> None:
     if sheet is not None:
         contact_sheet(rows, sheet)
         print(f"sheet: {sheet}")
+    peer_sheet = args.peer_sheet
+    if peer_sheet is None and args.plenoptic and not args.no_write:
+        peer_sheet = ROOT / "assets" / "gallery" / "vs_plenoptic.png"
+    prow = [(n, d) for n, d in peers.items() if "plenoptic-PS" in d and "spectra" in d]
+    if peer_sheet is not None and prow:
+        contact_sheet([(n, [("example", to_uint8(load_example(n))),
+                            (f"ours: scattering spectra, {d['spectra'][0]:.0f} s",
+                             d["spectra"][1]),
+                            (f"plenoptic Portilla-Simoncelli, {d['plenoptic-PS'][0]:.0f} s",
+                             d["plenoptic-PS"][1])]) for n, d in prow], peer_sheet)
+        print(f"peer sheet: {peer_sheet}")
     if not args.no_write:
         new = not BENCHMARKS_MD.exists()
         with open(BENCHMARKS_MD, "a") as f:

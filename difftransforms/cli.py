@@ -966,8 +966,9 @@ def synthesize(
 ) -> None:
     """Synthesise a new texture that looks like INPUT (optimises F(X) ~ F(INPUT)).
 
-    Starts from noise and optimises the image until its statistics (random multiscale CNN
-    features compared with a sliced Wasserstein loss by default) match the example's.
+    Starts from noise and optimises the image until its statistics (Cheng & Morel's
+    scattering spectra by default; --model cnn for random CNN features compared with a
+    sliced Wasserstein loss) match the example's.
     Colour examples give colour textures; the result is periodic (tiles seamlessly).
 
     Example: difftransforms synthesize brick.png -o new_brick.png --size 512x512
@@ -1122,20 +1123,31 @@ def compare(example: Path, synth: tuple[Path, ...], as_json: bool, metrics: str,
 @click.argument("style", metavar="STYLE", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--model", "-m", type=click.Choice(["auto", "cnn", "vgg19"], case_sensitive=False),
               default="auto", show_default=True,
-              help="Features: random multiscale CNN (auto, no weights) or pretrained VGG19.")
+              help="Features: random multiscale CNN (auto, no weights; content = blurred "
+                   "luminance) or pretrained VGG19 (content = relu4_2; needs --weights or a "
+                   "cached download).")
 @click.option("--content-weight", type=NONNEGATIVE_FLOAT, default=1.0, show_default=True,
               help="Larger keeps more of CONTENT's structure.")
+@click.option("--style-weight", type=NONNEGATIVE_FLOAT, default=1.0, show_default=True,
+              help="Weight of STYLE's texture statistics.")
 @click.option("--size", type=_Size(), default=None,
-              help="Output HxW (default: CONTENT's size, at most 512 per side).")
+              help=f"Output HxW (default: CONTENT's aspect ratio, at most "
+                   f"{SYNTH_DEFAULT_MAX_SIDE} per side).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimisation steps (L-BFGS calls) at the finest scale.")
 @click.option("--time", "time_budget", type=POSITIVE_FLOAT, default=None,
               help="Stop after this many seconds (default on a CPU without --steps: "
                    f"{SYNTH_CPU_BUDGET[1]:g}).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed, same machine, same --steps: same image.")
+@click.option("--init", type=click.Choice(["content", "noise"]), default="content",
+              show_default=True,
+              help="Start from CONTENT with STYLE's colours, or from STYLE's spectral noise.")
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Save the run's state to this file every few steps (atomically).")
-@click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --checkpoint (same options give the same "
+                   "image as an uninterrupted run).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Local VGG19 state dict for --model vgg19.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -1148,25 +1160,29 @@ def stylize(
     device: str,
     model: str,
     content_weight: float,
+    style_weight: float,
     size: tuple[int, int] | None,
     steps: int | None,
     time_budget: float | None,
     seed: int,
+    init: str,
     checkpoint: Path | None,
     resume: bool,
     weights: Path | None,
     quiet: bool,
 ) -> None:
-    """Style transfer: repaint CONTENT with the texture of STYLE (Gatys et al.).
+    """Style transfer: repaint CONTENT with the texture and colours of STYLE (Gatys et al.).
 
-    The synthesis engine with a content term: the output keeps CONTENT's feature maps while
-    its texture statistics match STYLE's.
+    The synthesis engine with a content term: the output keeps CONTENT's structure (its
+    luminance at large scales with the random CNN, VGG19's relu4_2 with --model vgg19)
+    while its texture statistics match STYLE's. The output has STYLE's channels: a grey
+    CONTENT with a colour STYLE gives a colour image, a grey STYLE a grey one.
 
-    Example: difftransforms stylize photo.png brick.png -o brick_photo.png
+    Example: difftransforms stylize photo.png wood.png -o wooden_photo.png
     """
     import torch
 
-    from difftransforms.synthesis import Synthesizer
+    from difftransforms.synthesis import Stylizer
     from difftransforms.synthesis.engine import DEFAULT_STEPS
 
     check_output_path(output, force)
@@ -1178,12 +1194,16 @@ def stylize(
     if weights is not None and model.lower() != "vgg19":
         raise UserError("--weights is only used by --model vgg19")
     t0 = time.perf_counter()
-    c, _ = load_input(content, device)
+    c, _ = load_input(content, device)  # transparency is ignored
     s, _ = load_input(style, device)
-    if c.shape[1] != s.shape[1]:  # grey + colour: work in colour
-        c, s = c.expand(-1, 3, -1, -1), s.expand(-1, 3, -1, -1)
+    for path, img in ((content, c), (style, s)):
+        if min(img.shape[-2:]) < 16:
+            raise UserError(f"{path} is {img.shape[-2]}x{img.shape[-1]} pixels; stylize needs "
+                            "images of at least 16x16")
     if size is None:
-        size = (min(c.shape[-2], 512), min(c.shape[-1], 512))
+        h, w = c.shape[-2:]
+        k = min(1.0, SYNTH_DEFAULT_MAX_SIDE / max(h, w))
+        size = (max(16, round(h * k)), max(16, round(w * k)))
     name = "cnn" if model.lower() == "auto" else model.lower()
     if steps is None and time_budget is None and torch.device(device).type == "cpu":
         time_budget = SYNTH_CPU_BUDGET[1]
@@ -1192,9 +1212,9 @@ def stylize(
     from difftransforms.features import WeightsUnavailableError
 
     try:
-        synth = Synthesizer(
-            s, name, size, steps=steps, time_budget=time_budget, seed=seed, device=device,
-            content=c.contiguous(), content_weight=content_weight, histogram_matching=False,
+        synth = Stylizer(
+            c, s, name, size, content_weight=content_weight, style_weight=style_weight,
+            init=init, steps=steps, time_budget=time_budget, seed=seed, device=device,
             progress=not quiet, checkpoint=checkpoint, resume=resume, model_options=opts,
         )
         y = synth.run()
@@ -1203,5 +1223,6 @@ def stylize(
     except FloatingPointError as e:
         raise UserError(str(e)) from None
     written = save_output(y, output, force=force)
-    echo_summary(output, written, time.perf_counter() - t0,
-                 f"model {synth.name}, {synth.global_step()} steps")
+    extra = (f"model {synth.name}, {synth.global_step()} steps, loss {synth.losses[-1]:.3g}"
+             if synth.losses else f"model {synth.name}, 0 steps")
+    echo_summary(output, written, time.perf_counter() - t0, extra)

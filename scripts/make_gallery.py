@@ -1,10 +1,13 @@
 """Render the README gallery: example -> synthesised texture, for each model.
 
     python scripts/make_gallery.py [--device cuda] [--out assets/gallery] [--steps N]
+    python scripts/make_gallery.py --from DIR   # the images saved by
+                                                # python -m benchmarks.synthesis --save-dir DIR
 
 Writes one PNG sheet per example (``assets/gallery/<example>.png``: the example, then one
-synthesis per model, 256x256 output unless the example is smaller) and ``tiling.png`` (a
-synthesis tiled 2x2, to show that the output is periodic). Same seed, same images.
+synthesis per model, 256x256 output) and ``tiling.png`` (a scattering-spectra synthesis
+tiled 2x2, to show that the output is periodic). Same seed, same images (with ``--steps``;
+a ``--time`` budget stops after a machine-dependent number of steps).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,8 +43,13 @@ def main() -> None:
     p.add_argument("--examples", default=",".join(EXAMPLES))
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--steps", type=int, default=None, help="outer steps (default: model's)")
-    p.add_argument("--size", type=int, default=256, help="output side cap (default 256)")
+    p.add_argument("--size", type=int, default=256, help="output side (default 256)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time", type=float, default=None,
+                   help="time budget per image in seconds (default: none, the model's steps)")
+    p.add_argument("--from", dest="source", type=Path, default=None,
+                   help="build the sheets from <dir>/<example>_<model>.png (written by "
+                        "benchmarks.synthesis --save-dir) instead of synthesising")
     args = p.parse_args()
     from difftransforms.synthesis import synthesize
 
@@ -47,16 +57,25 @@ def main() -> None:
     first = None
     for name in args.examples.split(","):
         y = load_example(name)
-        size = (min(args.size, y.shape[-2]), min(args.size, y.shape[-1]))
+        size = (args.size, args.size)
         tiles = [("example", to_uint8(y))]
         for model in args.models.split(","):
             t0 = time.perf_counter()
-            x = synthesize(y, model, size=size, steps=args.steps, seed=args.seed,
-                           device=args.device).cpu()
+            if args.source is not None:
+                f = args.source / f"{name}_{model}.png"
+                if not f.exists():
+                    raise SystemExit(f"{f} is missing: run python -m benchmarks.synthesis "
+                                     f"--save-dir {args.source} first")
+                a = np.asarray(Image.open(f).convert("RGB" if y.shape[1] == 3 else "L"))
+                a = torch.from_numpy(a.astype(np.float32) / 255)
+                x = a.permute(2, 0, 1)[None] if a.dim() == 3 else a[None, None]
+            else:
+                x = synthesize(y, model, size=size, steps=args.steps, time_budget=args.time,
+                               seed=args.seed, device=args.device).cpu()
             dt = time.perf_counter() - t0
             print(f"{name:8s} {model:11s} {tuple(x.shape)} {dt:.1f} s", flush=True)
             tiles.append((LABEL.get(model, model), to_uint8(x)))
-            if first is None and model == "cnn":
+            if first is None and model == "spectra":  # the default model
                 first = (name, x)
         contact_sheet([(name, tiles)], args.out / f"{name}.png")
     if first is not None:

@@ -152,9 +152,43 @@ def test_shapes_dtypes_device_and_size(device: str, dtype: torch.dtype) -> None:
 
 def test_histogram_matched_output_has_example_histogram() -> None:
     y = _texture(3)
-    x = synthesize(y, "cnn", steps=1, lbfgs_iters=2, model_options=SMALL_CNN)
+    x = synthesize(y, "cnn", steps=1, lbfgs_iters=2, model_options=SMALL_CNN,
+                   colour_range=False)
     for c in range(3):
         torch.testing.assert_close(x[0, c].flatten().sort().values, y[0, c].flatten().sort().values)
+
+
+def _pca_coords(x: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates of the pixels of x and ref on ref's principal colour axes (numpy PCA)."""
+    r = ref[0].reshape(3, -1).double().numpy()
+    _, vecs = np.linalg.eigh(np.cov(r))
+    m = r.mean(axis=1, keepdims=True)
+    return vecs.T @ (x[0].reshape(3, -1).double().numpy() - m), vecs.T @ (r - m)
+
+
+def test_colour_output_stays_in_example_colour_range() -> None:
+    # a brownish example (correlated channels, narrow hue range) and a start far outside it
+    g = torch.Generator().manual_seed(3)
+    lum = torch.rand(1, 1, N, N, generator=g)
+    y = torch.cat([0.3 + 0.5 * lum, 0.2 + 0.4 * lum, 0.1 + 0.2 * lum], 1)
+    y = (y + 0.02 * torch.randn(1, 3, N, N, generator=g)).clamp(0, 1)
+    init = torch.rand(1, 3, N, N, generator=g)  # any colour of the RGB cube
+    for hist in (True, False):
+        x = synthesize(y, "cnn", steps=0, init=init, histogram_matching=hist,
+                       model_options=SMALL_CNN)
+        px, py = _pca_coords(x, y)
+        assert (px.min(axis=1) >= py.min(axis=1) - 1e-5).all()
+        assert (px.max(axis=1) <= py.max(axis=1) + 1e-5).all()
+    # the RGB histograms stay close to the example's (the clamp moves few pixels a little)
+    x = synthesize(y, "cnn", steps=1, lbfgs_iters=2, model_options=SMALL_CNN)
+    for c in range(3):
+        d = x[0, c].flatten().sort().values - y[0, c].flatten().sort().values
+        assert float(d.abs().mean()) < 0.01
+    # without the clamp, the off-range start leaves colours outside the example's range
+    x = synthesize(y, "cnn", steps=0, init=init, histogram_matching=False, colour_range=False,
+                   model_options=SMALL_CNN)
+    px, py = _pca_coords(x, y)
+    assert (px.max(axis=1) > py.max(axis=1) + 0.01).any()
 
 
 def test_custom_module_maps_and_statistics() -> None:
@@ -386,3 +420,105 @@ def test_stylize_keeps_content_and_moves_towards_style(tmp_path: Path, example_p
              "-q", "--size", "24x24")
     assert r.exit_code == 0, r.stderr
     assert np.asarray(Image.open(tmp_path / "s.png")).shape == (24, 24, 3)
+
+
+# ----------------------------------------------------------------------------- colour path
+def test_fourier_downsample_matches_scipy_resample() -> None:
+    from scipy.signal import resample
+
+    from difftransforms.synthesis.colour import fourier_downsample
+
+    rng = np.random.default_rng(4)
+    for h, w, sh, sw in [(16, 16, 7, 9), (15, 17, 7, 5), (33, 20, 11, 9)]:  # odd targets
+        x = rng.standard_normal((h, w))
+        ref = resample(resample(x, sh, axis=0), sw, axis=1)
+        ours = fourier_downsample(torch.from_numpy(x)[None, None], (sh, sw))[0, 0].numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-12)
+    # even target, band-limited input (nothing at or above the new Nyquist): exact samples
+    t = np.arange(32) / 32
+    x = np.cos(2 * np.pi * (3 * t[:, None] + 5 * t[None, :])) + np.sin(2 * np.pi * 7 * t)[:, None]
+    ours = fourier_downsample(torch.from_numpy(x)[None, None], (16, 16))[0, 0].numpy()
+    np.testing.assert_allclose(ours, x[::2, ::2], atol=1e-12)
+
+
+def test_colour_statistics_layout_and_reference() -> None:
+    from scipy.signal import resample
+
+    from difftransforms.scattering import CovarianceMoments, ScatteringSpectra
+    from difftransforms.synthesis.colour import ColourStatistics
+
+    y = _texture(3).double()
+    y[:, 1] = 0.6 * y[:, 0] + 0.4 * y[:, 1]
+    J, L = 3, 2
+    cs = ColourStatistics(lambda j: ScatteringSpectra(J=j, L=L), y, J, L)
+    lum, chroma, power = cs(y)
+    n = lambda j: ScatteringSpectra(J=j, L=L).n_statistics  # noqa: E731
+    assert lum.shape == (1, n(J)) and chroma.shape == (1, 5 * n(J - 1))
+    assert power.shape == (1, 6 * (2 + J * L))
+    # outside reference: numpy PCA of the example's colours (whitened, largest first) and
+    # scipy's Fourier resampling of the chroma and pair-sum channels
+    pix = y[0].reshape(3, -1).numpy()
+    vals, vecs = np.linalg.eigh(np.cov(pix))
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    std = np.sqrt(np.maximum(vals, vals[0] * 1e-3 + 1e-12))
+    p = (vecs.T / std[:, None] * std[0]) @ (pix - pix.mean(axis=1, keepdims=True))
+    p = p * np.sign((p * cs.pca(y)[0].reshape(3, -1).numpy()).sum(axis=1, keepdims=True))
+    p = p.reshape(3, N, N)
+    pairs = [(p[i] + p[j]) / np.sqrt(2) for i, j in ((0, 1), (0, 2), (1, 2))]
+    six = torch.from_numpy(np.stack([*p, *pairs])[None].copy())
+    torch.testing.assert_close(lum, ScatteringSpectra(J=J, L=L)(six[:, :1]).reshape(1, -1))
+    torch.testing.assert_close(power, CovarianceMoments(J=J, L=L)(six).reshape(1, -1))
+    # chroma + pairs at half resolution; an odd half size (34 -> 17), where scipy's Fourier
+    # resampling and ours agree exactly
+    y34 = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="circular")
+    _, chroma34, _ = cs(y34)
+    p34 = cs.transform(y34)[0, 1:].numpy()
+    half = np.stack([resample(resample(c, 17, axis=0), 17, axis=1) for c in p34])
+    ref = ScatteringSpectra(J=J - 1, L=L)(torch.from_numpy(half[None].copy()))
+    torch.testing.assert_close(chroma34, ref.reshape(1, -1))
+
+
+def test_colour_statistics_see_cross_channel_structure() -> None:
+    # same per-component statistics, different colour correlations: the pair sums tell them
+    from difftransforms.scattering import ScatteringSpectra
+    from difftransforms.synthesis.colour import ColourStatistics
+
+    y = _texture(3).double()
+    cs = ColourStatistics(lambda j: ScatteringSpectra(J=j, L=2), y, 2, 2)
+    p = cs.pca(y)
+    q = p.clone()
+    q[:, 1] = p[:, 1].roll(6, dims=-1)  # component 1 alone shifted (even: exact at half res)
+    lum_p, ch_p, pw_p = cs(y)
+    lum_q, ch_q, pw_q = cs(cs.inverse(q))
+    torch.testing.assert_close(lum_p, lum_q)
+    k = ch_p.shape[1] // 5  # the first block of the chroma stats: component 1 itself
+    torch.testing.assert_close(ch_p[:, :k], ch_q[:, :k])
+    assert (pw_p - pw_q).abs().max() > 1e-3  # the pair sums' band power moved
+    assert (ch_p[:, 2 * k:] - ch_q[:, 2 * k:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("model", ["spectra", "covariance"])
+def test_colour_fast_path_is_default_and_optimises(model: str) -> None:
+    from difftransforms.synthesis.colour import ColourStatistics
+
+    s = Synthesizer(_texture(3), model, steps=2, lbfgs_iters=4, model_options={"J": 2, "L": 2})
+    x = s.run()
+    assert isinstance(s._model, ColourStatistics)
+    assert x.shape == (1, 3, N, N) and s.losses[-1] < s.losses[0]
+    full = Synthesizer(_texture(3), model, steps=1, lbfgs_iters=1,
+                       model_options={"J": 2, "L": 2, "colour": "full"})
+    full.setup()
+    assert not isinstance(full._model, ColourStatistics)
+    with pytest.raises(ValueError, match="colour must be"):
+        Synthesizer(_texture(3), model, steps=1, model_options={"colour": "fancy"}).setup()
+
+
+def test_cnn_output_smaller_than_example_keeps_matching_feature_lists():
+    # the CNN's local-mean maps depend on the image size: X (32²) and the example (64²)
+    # must still produce the same list of feature maps
+    from difftransforms.synthesis import synthesize
+
+    y = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = synthesize(y, model="cnn", size=32, steps=1, seed=0)
+    assert x.shape == (1, 1, 32, 32)
+    assert torch.isfinite(x).all()

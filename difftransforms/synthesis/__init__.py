@@ -11,7 +11,7 @@ torch.Size([1, 1, 32, 32])
 from __future__ import annotations
 
 from .colour import ColourPCA, match_histogram, resize_periodic, spectral_noise
-from .engine import CHECKPOINT_FORMAT, SynthesisInfo, Synthesizer, stylize, synthesize
+from .engine import CHECKPOINT_FORMAT, SynthesisInfo, Synthesizer, synthesize
 from .losses import (
     GramLoss,
     MomentLoss,
@@ -21,10 +21,14 @@ from .losses import (
     sorted_quantiles,
 )
 from .models import MODELS
+from .style_transfer import LuminanceStructure, Stylizer, luminance, stylize
 
 __all__ = [
     "synthesize",
     "stylize",
+    "Stylizer",
+    "LuminanceStructure",
+    "luminance",
     "Synthesizer",
     "SynthesisInfo",
     "CHECKPOINT_FORMAT",

@@ -37,12 +37,12 @@ from torch import Tensor, nn
 
 from difftransforms._utils import as_bchw, check_finite, check_floating
 
-from .colour import match_histogram, resize_periodic, spectral_noise
+from .colour import clamp_colour_range, match_histogram, resize_periodic, spectral_noise
 from .losses import GramLoss, MomentLoss, SlicedWassersteinLoss
 from .models import build_model, default_J, feature_list, loss_kind_for
 from .models import resolve_name as _resolve_name
 
-__all__ = ["Synthesizer", "synthesize", "stylize", "SynthesisInfo", "CHECKPOINT_FORMAT"]
+__all__ = ["Synthesizer", "synthesize", "SynthesisInfo", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "difftransforms.synthesis/1"
 
@@ -61,6 +61,9 @@ DEFAULT_STEPS = {
 
 #: Fraction of the time budget given to the coarse scales (when there are several).
 COARSE_TIME_FRACTION = 0.3
+
+#: Points per cloud (pixels of one feature map) in the optional MMD term.
+MMD_POINTS = 2048
 
 
 class SynthesisInfo(dict):
@@ -151,10 +154,17 @@ class Synthesizer:
         init: ``"spectral"`` (Gaussian noise with the example's spectrum and colours,
             default), ``"noise"`` (white noise around the example's mean colour) or a Tensor.
         histogram_matching: match each channel's histogram to the example at the end.
+        colour_range: at the end, pull every colour into the range the example's colours
+            span on their principal axes (:func:`~.colour.clamp_colour_range`: no
+            off-hue speckles).
         range_weight: weight of the soft penalty keeping pixels in ``[0, 1]``.
         n_directions: sliced-Wasserstein directions per layer (default: number of channels).
-        mmd_weight: weight of an optional MMD term between CNN features (needs
-            ``difftransforms.ops.feature_mmd``).
+        mmd_weight: weight of an additional kernel MMD term (Gaussian kernel, bandwidth
+            from the median heuristic on the example's features, fixed per scale) between
+            the pixel distributions of ``X``'s and ``Y``'s feature maps: every pixel of a
+            map is a point of ``R^K`` (:func:`difftransforms.ops.feature_mmd`, at most
+            :data:`MMD_POINTS` points per cloud, the subsample redrawn once per outer
+            step from the checkpointed generator). Feature-map models only.
         tol, patience: stop (or move to the next scale) when the loss improved by less than
             ``tol`` (relative) over ``patience`` steps.
         progress: show a tqdm bar with the loss and speed.
@@ -167,6 +177,9 @@ class Synthesizer:
         model_options: passed to the model factory (``J``, ``L``, ``sizes``,
             ``channels_per_size``, ``model_seed``, ``weights``, ``layers``).
     """
+
+    #: Name shown in the progress bar.
+    label = "synthesize"
 
     def __init__(
         self,
@@ -186,6 +199,7 @@ class Synthesizer:
         scales: int | None = None,
         init: str | Tensor = "spectral",
         histogram_matching: bool = True,
+        colour_range: bool = True,
         range_weight: float = 10.0,
         n_directions: int | None = None,
         mmd_weight: float = 0.0,
@@ -198,8 +212,6 @@ class Synthesizer:
         checkpoint_every: int = 5,
         resume: bool = False,
         model_options: dict[str, Any] | None = None,
-        content: Tensor | None = None,
-        content_weight: float = 1.0,
     ) -> None:
         if not isinstance(example, Tensor):
             raise TypeError(f"example must be a torch.Tensor, got {type(example).__name__}")
@@ -242,8 +254,12 @@ class Synthesizer:
         self.lbfgs_iters = int(lbfgs_iters)
         self.init = init
         self.histogram_matching = histogram_matching
+        self.colour_range = bool(colour_range)
         self.range_weight = float(range_weight)
         self.n_directions = n_directions
+        if not (isinstance(mmd_weight, (int, float)) and math.isfinite(mmd_weight)
+                and mmd_weight >= 0):
+            raise ValueError(f"mmd_weight must be a finite number >= 0, got {mmd_weight!r}")
         self.mmd_weight = float(mmd_weight)
         self.tol = float(tol)
         self.patience = int(patience)
@@ -256,20 +272,6 @@ class Synthesizer:
         self.checkpoint_every = int(checkpoint_every)
         self.resume = resume
         self.model_options = dict(model_options or {})
-        self.content: Tensor | None = None
-        self.content_weight = float(content_weight)
-        if content is not None:  # style transfer: the example is the style
-            check_floating(content, "content")
-            c, _ = as_bchw(content, "content")
-            check_finite(c, "content")
-            if c.shape[0] != 1 or c.shape[1] != self.channels:
-                raise ValueError(
-                    f"content must be one image with {self.channels} channel(s) like the "
-                    f"style, got shape {tuple(c.shape)}"
-                )
-            self.content = c.detach().to(device=self.device, dtype=dtype)
-            if size is None:
-                self.size = tuple(c.shape[-2:])  # type: ignore[assignment]
         if steps is None and time_budget is None:
             steps = DEFAULT_STEPS[self.name]
         self.steps = steps
@@ -292,6 +294,8 @@ class Synthesizer:
         self._loss: Any = None
         self._opt: torch.optim.Optimizer | None = None
         self._mmd_targets: list[Tensor] | None = None
+        self._mmd_sigmas: list[Tensor] = []
+        self._mmd_seed = 0
         # validate the model for the finest scale now (clear errors before any work)
         self._check_model_sizes()
 
@@ -377,6 +381,12 @@ class Synthesizer:
             opts["J"] = default_J((small, small))
         built = build_model(self.model_spec, ex, opts)
         self._model = built.module
+        pools = getattr(self._model, "pools", None)
+        if pools is not None:
+            # local-mean maps exist for windows up to half the image side: keep the windows
+            # that both X and a differently sized example have, so their feature lists match
+            small = min(*ex.shape[-2:], *self.stage_size())
+            self._model.pools = tuple(p for p in pools if p <= 1 or p <= small // 2)
         with torch.no_grad():
             feats = feature_list(self._model(ex))
         for f in feats:
@@ -398,18 +408,7 @@ class Synthesizer:
         else:
             self._loss = MomentLoss(feats)
         if self.mmd_weight > 0:
-            self._mmd_targets = [f.detach() for f in feats if f.dim() == 4]
-        self._content_targets: list[Tensor] | None = None
-        if self.content is not None:
-            cont = resize_periodic(self.content, self.stage_size())
-            with torch.no_grad():
-                cf = [f.detach() for f in feature_list(self._model(cont)) if f.dim() == 4]
-            if not cf:
-                raise ValueError(
-                    f"style transfer needs a model with feature maps (cnn, vgg19); "
-                    f"{self.name!r} gives only statistics"
-                )
-            self._content_targets = cf
+            self._setup_mmd(feats)
         if self.x is None:
             self.x = self._initial_image()
         # a fresh leaf: never alias the example, the content or a user's init tensor
@@ -432,8 +431,6 @@ class Synthesizer:
             if x0.shape[1] != self.channels:
                 raise ValueError(f"init has {x0.shape[1]} channels, the example {self.channels}")
             return resize_periodic(x0.to(device=self.device, dtype=self.dtype), hw)
-        if self.content is not None and self.init == "spectral":  # style transfer default
-            return resize_periodic(self.content, hw)
         if self.init == "spectral":
             return spectral_noise(ex, hw, self.generator)
         if self.init == "noise":
@@ -456,25 +453,44 @@ class Synthesizer:
         """The scalar loss at ``x`` for the current scale (statistics + range penalty)."""
         assert self._model is not None and self._loss is not None
         feats = feature_list(self._model(x))
-        val = self._loss(feats)
-        if self.mmd_weight > 0 and self._mmd_targets:
-            from difftransforms.ops import feature_mmd  # optional dependency
+        return self._loss(feats) + self._mmd_term(feats) + self._range_term(x)
 
-            fm = [f for f in feats if f.dim() == 4]
-            val = val + self.mmd_weight * sum(
-                feature_mmd(a, b) for a, b in zip(fm, self._mmd_targets, strict=True)
-            ) / len(fm)
-        if self._content_targets is not None and self.content_weight > 0:
-            fm = [f for f in feats if f.dim() == 4]
-            closs = sum(
-                (a - b).pow(2).mean() / b.pow(2).mean().clamp_min(1e-12)
-                for a, b in zip(fm, self._content_targets, strict=True)
-            ) / len(fm)
-            val = val + self.content_weight * closs
-        if self.range_weight > 0:
-            pen = (F.relu(-x).pow(2) + F.relu(x - 1).pow(2)).mean()
-            val = val + self.range_weight * pen
-        return val
+    def _range_term(self, x: Tensor) -> Tensor | float:
+        """Soft penalty keeping the pixels in ``[0, 1]``."""
+        if self.range_weight <= 0:
+            return 0.0
+        return self.range_weight * (F.relu(-x).pow(2) + F.relu(x - 1).pow(2)).mean()
+
+    def _setup_mmd(self, feats: list[Tensor]) -> None:
+        """MMD targets of the current scale and their fixed Gaussian bandwidths."""
+        from difftransforms.ops.kernel_reduction import median_heuristic
+
+        maps = [f.detach() for f in feats if f.dim() == 4]
+        if not maps:
+            raise ValueError(
+                f"mmd_weight needs a model with (B, K, H, W) feature maps; {self.name!r} "
+                "gives only statistics"
+            )
+        g = torch.Generator().manual_seed(self.seed)
+        self._mmd_targets = maps
+        self._mmd_sigmas = [
+            median_heuristic(m[0].reshape(m.shape[1], -1).t(), generator=g) for m in maps
+        ]
+
+    def _mmd_term(self, feats: list[Tensor]) -> Tensor | float:
+        """``mmd_weight`` x mean over feature maps of the squared MMD between ``X``'s and
+        ``Y``'s pixel clouds (the same random subsample in every evaluation of a step)."""
+        if self.mmd_weight <= 0 or not self._mmd_targets:
+            return 0.0
+        from difftransforms.ops import feature_mmd
+
+        fm = [f for f in feats if f.dim() == 4]
+        g = torch.Generator().manual_seed(self._mmd_seed)
+        terms = [
+            feature_mmd(a, b, sig, max_points=MMD_POINTS, generator=g)
+            for a, b, sig in zip(fm, self._mmd_targets, self._mmd_sigmas, strict=True)
+        ]
+        return self.mmd_weight * sum(terms) / len(terms)
 
     # ------------------------------------------------------------------ stepping
     def step(self) -> float:
@@ -483,6 +499,8 @@ class Synthesizer:
         assert self.x is not None and self._opt is not None
         t0 = time.perf_counter()
         self._loss.resample()  # fresh random projections for this outer step
+        if self.mmd_weight > 0:  # fresh MMD subsample, fixed within the step
+            self._mmd_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         best = [math.inf]
         best_x: list[Tensor | None] = [None]
         x, opt = self.x, self._opt
@@ -579,6 +597,8 @@ class Synthesizer:
             x = resize_periodic(x, self.size)
         if self.histogram_matching:
             x = match_histogram(x, self.example)
+        if self.colour_range and self.channels > 1:
+            x = clamp_colour_range(x, self.example)
         return x.clamp(0, 1)
 
     def run(self, steps: int | None = None) -> Tensor:
@@ -592,7 +612,7 @@ class Synthesizer:
             from tqdm.auto import tqdm
 
             total = self.total_steps()
-            bar = tqdm(total=total, desc=f"synthesize[{self.name}]", unit="step",
+            bar = tqdm(total=total, desc=f"{self.label}[{self.name}]", unit="step",
                        initial=self.global_step(), dynamic_ncols=True, leave=True)
         done_here = 0
         try:
@@ -642,7 +662,7 @@ class Synthesizer:
             "factors": list(self.factors),
             "optimizer": self.optimizer_name,
             "seed": self.seed,
-            "content": None if self.content is None else tuple(self.content.shape),
+            "mmd_weight": self.mmd_weight,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -752,35 +772,3 @@ def synthesize(
                     device=device, callback=callback, loss=loss, optimizer=optimizer, **kwargs)
     return s.run()
 
-
-def stylize(
-    content: Tensor,
-    style: Tensor,
-    model: str | nn.Module = "auto",
-    content_weight: float = 1.0,
-    size: int | Sequence[int] | str | None = None,
-    steps: int | None = None,
-    time_budget: float | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    **kwargs: Any,
-) -> Tensor:
-    """Style transfer (Gatys et al.) with the synthesis engine.
-
-    Optimises ``X`` (initialised with ``content``) so that its texture statistics match
-    ``style`` (the synthesis loss of ``model``, sliced Wasserstein on random-CNN features by
-    default) while its feature maps stay close to ``content``'s (normalised L2, weight
-    ``content_weight``: larger keeps more of the content). ``model`` must give feature maps
-    (``"cnn"``, ``"vgg19"`` or an ``nn.Module``). Both images ``(1, C, H, W)`` in ``[0, 1]``
-    with the same ``C``; the output has the content's size unless ``size`` is given. No
-    histogram matching by default (the content's colours are kept where the loss allows).
-
-    >>> c, s = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
-    >>> net = torch.nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular")
-    >>> stylize(c, s, model=net, steps=1, lbfgs_iters=2).shape
-    torch.Size([1, 1, 32, 32])
-    """
-    kwargs.setdefault("histogram_matching", False)
-    s = Synthesizer(style, model, size, steps=steps, time_budget=time_budget, seed=seed,
-                    device=device, content=content, content_weight=content_weight, **kwargs)
-    return s.run()

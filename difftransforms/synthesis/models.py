@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .colour import ColourPCA
+from .colour import ColourPCA, ColourStatistics
 
 __all__ = ["MODELS", "BuiltModel", "build_model", "feature_list", "default_J"]
 
@@ -207,6 +207,11 @@ def _scattering_like(kind: str) -> Callable[[Tensor, dict[str, Any]], nn.Module]
                 f"model {kind!r} needs difftransforms.scattering.{cls_name}, which is not "
                 "available in this installation"
             )
+        if example.shape[1] > 1 and opts.get("colour", "fast") == "fast":
+            # luminance in full, subsampled chroma + pair sums, full-resolution band power
+            return ColourStatistics(lambda j: cls(J=j, L=L), example, J, L)
+        if opts.get("colour", "fast") not in ("fast", "full"):
+            raise ValueError(f"colour must be 'fast' or 'full', got {opts['colour']!r}")
         net = cls(J=J, L=L)
         return ColourPCA(net, example, cross=example.shape[1] > 1)
 
