@@ -50,7 +50,14 @@ S(x).sum().backward()
 
 
 
-def _peak_mb(code: str) -> float:
+# glibc's malloc keeps freed heap memory mapped (its mmap threshold rises with the largest
+# block freed, so later blocks come from a heap that is rarely trimmed): peak RSS then also
+# measures the allocator's fragmentation, and varies from run to run. A fixed threshold makes
+# big blocks go back to the system when freed, so peak RSS tracks the memory a library holds.
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "262144"}
+
+
+def _peak_mb(code: str, env: dict[str, str] | None = None) -> float:
     """Peak RSS growth (MB) of the part of ``code`` after ``#--measure--``, in a fresh process.
 
     Like ``_harness.peak_rss_mb`` but the high-water mark is reset (``/proc/self/clear_refs``)
@@ -70,7 +77,7 @@ def _peak_mb(code: str) -> float:
               f"_b = {kb('VmRSS')}\n" + after + f"\n_a = {kb('VmHWM')}\n"
               "print('PEAK_KB', _a - _b)\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     for line in out.stdout.splitlines():
         if line.startswith("PEAK_KB"):
             return int(line.split()[1]) / 1024.0
@@ -90,6 +97,7 @@ def _case(bench: Bench, membench: Bench, args, backend, threads: str, shape, J: 
     tag = f"{B}x{C}x{H}x{W} J={J}"
     x = torch.rand(shape, device=args.device)
     ours = Scattering2D(J, (H, W), L=8, backend=backend).to(args.device)
+    fast = Scattering2D(J, (H, W), L=8, backend=backend, memory_efficient=False).to(args.device)
     mom = ScatteringMoments(J, L=8, backend=backend)
     kym = None
     if ScatteringTorch2D is not None:
@@ -107,31 +115,38 @@ def _case(bench: Bench, membench: Bench, args, backend, threads: str, shape, J: 
     xg = x.clone().requires_grad_(True)
     peers_bwd = {"kymatio": _fwd_bwd(kym, xg) if kym is not None else None}
     bench.compare(f"Scattering2D fwd+bwd {tag}", _fwd_bwd(ours, xg), peers_bwd, **kw)
+    bench.compare(f"Scattering2D(memory_efficient=False) fwd+bwd {tag}", _fwd_bwd(fast, xg),
+                  peers_bwd, **kw)
     bench.compare(f"ScatteringMoments fwd+bwd {tag}", _fwd_bwd(mom, xg), peers_bwd, **kw)
     if args.no_memory or args.device != "cpu":
         return
-    mem: dict[str, float | str] = {}
     # the objects are pickled and loaded by the probes, so that filter construction (and
     # its temporaries) does not count: only what forward+backward allocates
     tmp = Path(tempfile.mkdtemp(prefix="dt_scat_bench_"))
+    objs = {"ours": ours, "fast": fast, "moments": mom, "kymatio": kym}
     try:
-        for name, obj in (("ours", ours), ("moments", mom), ("kymatio", kym)):
-            if obj is None:
-                mem[name] = "not installed"
-                continue
-            path = tmp / f"{name}.pt"
-            torch.save(obj, path)
-            try:
-                mem[name] = _peak_mb(_MEM.format(threads=threads, path=str(path),
-                                                    shape=shape))
-            except RuntimeError as e:
-                mem[name] = f"failed: {str(e).splitlines()[-1][:60]}"
+        for env_name, env in (("", None), (" [fixed mmap threshold]", FIXED_MMAP)):
+            mem: dict[str, float | str] = {}
+            for name, obj in objs.items():
+                if obj is None:
+                    mem[name] = "not installed"
+                    continue
+                path = tmp / f"{name}.pt"
+                if not path.exists():
+                    torch.save(obj, path)
+                try:
+                    mem[name] = _peak_mb(_MEM.format(threads=threads, path=str(path),
+                                                        shape=shape), env)
+                except RuntimeError as e:
+                    mem[name] = f"failed: {str(e).splitlines()[-1][:60]}"
+            for name, label in (("ours", "Scattering2D"),
+                                ("fast", "Scattering2D(memory_efficient=False)"),
+                                ("moments", "ScatteringMoments")):
+                v = mem[name]
+                membench.add(f"{label} fwd+bwd {tag}{env_name}",
+                             v if isinstance(v, float) else None, {"kymatio": mem["kymatio"]})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for name, label in (("ours", "Scattering2D"), ("moments", "ScatteringMoments")):
-        v = mem[name]
-        membench.add(f"{label} fwd+bwd {tag}", v if isinstance(v, float) else None,
-                     {"kymatio": mem["kymatio"]})
 
 
 def main() -> None:
@@ -155,6 +170,9 @@ def main() -> None:
                      "forward+backward, float32, cpu",
                      unit_note="peak RSS increase of a fresh process")
     membench.note("'speed-up' column here = kymatio's memory / ours (> 1: we use less)")
+    membench.note("rows marked [fixed mmap threshold] run both libraries with "
+                  "MALLOC_MMAP_THRESHOLD_=262144, so that peak RSS is the memory each one "
+                  "holds rather than what glibc's heap keeps cached (default rows)")
     kw = {"repeat": args.repeat, "max_seconds": 30.0}
 
     for shape, J in cases:

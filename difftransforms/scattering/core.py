@@ -95,18 +95,13 @@ def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 # Peak working set allowed for one chunk of a memory-efficient batched call.
 CHUNK_BUDGET_BYTES = 192 * 2**20
-# Largest complex (fold) output of one modulus_maps call of the memory-efficient transforms.
-MAPS_BUDGET_BYTES = 4 * 2**20
-
-
-def row_chunks(xhat: Tensor, n_filters: int, out_hw: tuple[int, int],
-               memory_efficient: bool) -> int:
-    """Rows of ``xhat`` per ``modulus_maps`` call so that its complex output stays under
-    :data:`MAPS_BUDGET_BYTES` (all rows when not ``memory_efficient``)."""
-    if not memory_efficient:
-        return max(1, xhat.shape[0])
-    per_row = n_filters * out_hw[0] * out_hw[1] * xhat.element_size()
-    return max(1, MAPS_BUDGET_BYTES // max(1, per_row))
+# Memory-efficient transforms split each modulus_maps call into chunks of complex maps of
+# about 1/MAPS_FRACTION of the call's total, kept between MAPS_MIN_BYTES and
+# MAPS_BUDGET_BYTES: small inputs get small chunks (the memory stays a fraction of storing
+# everything), big batches big ones (few calls, full speed).
+MAPS_BUDGET_BYTES = 16 * 2**20
+MAPS_MIN_BYTES = 2**20
+MAPS_FRACTION = 16
 
 
 def run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, per_item_bytes: int,
@@ -165,7 +160,8 @@ def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: in
     each ``(row, filter)`` map and returning ``(rows, filters, ...)``.
 
     With ``memory_efficient``, the maps are computed in chunks of rows (or of filters, for a
-    single row) whose complex maps stay under :data:`MAPS_BUDGET_BYTES`, each followed by
+    single row) holding about ``1/MAPS_FRACTION`` of the call's complex maps (between
+    :data:`MAPS_MIN_BYTES` and :data:`MAPS_BUDGET_BYTES`), each followed by
     ``post`` and recomputed in the backward pass: the full-resolution complex maps of the
     whole batch never exist at once, and none is stored for the backward pass.
     """
@@ -173,7 +169,9 @@ def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: in
     if not memory_efficient:
         return post(modulus_maps(backend, xhat, filters, width, k))
     h, w = xhat.shape[-2] // k, width // k
-    maps = max(1, MAPS_BUDGET_BYTES // (h * w * xhat.element_size()))
+    per_map = h * w * xhat.element_size()
+    budget = min(MAPS_BUDGET_BYTES, max(MAPS_MIN_BYTES, N * F * per_map // MAPS_FRACTION))
+    maps = max(1, budget // per_map)
 
     def run(xc: Tensor, fc: Tensor) -> Tensor:
         return post(modulus_maps(backend, xc, fc, width, k, recompute=True))
