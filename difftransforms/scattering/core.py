@@ -63,8 +63,8 @@ def _lowpass(backend: Backend, uhat: Tensor, phi: Tensor, width: int, k: int) ->
 class _Recompute(torch.autograd.Function):
     """``fn(x)`` that keeps only ``x`` for the backward pass and recomputes ``fn`` there (a
     minimal reentrant checkpoint: ``torch.utils.checkpoint`` costs ~150 MB of lazy imports
-    on its first call). Higher-order gradients work: under ``create_graph`` the recomputation
-    is built on the saved ``x`` itself, so the returned gradient stays connected to it."""
+    on its first call). First-order gradients only: a ``create_graph`` backward raises a
+    clear error instead of returning a gradient disconnected from ``x``."""
 
     @staticmethod
     def forward(ctx, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:  # type: ignore[override]
@@ -75,16 +75,20 @@ class _Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "second-order gradients (create_graph=True) through a memory-efficient "
+                "scattering transform are not supported; build it with "
+                "memory_efficient=False")
         (x,) = ctx.saved_tensors
-        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            xd = x if create_graph else x.detach().requires_grad_(True)
+            xd = x.detach().requires_grad_(True)
             out = ctx.fn(xd)
             # <g, out> as a scalar: autograd.grad with a grad_outputs tensor would import
             # torch.fx's symbolic shapes (sympy, ~36 MB) on its first call
             dot = (torch.view_as_real(out) * torch.view_as_real(g)).sum() if out.is_complex() \
                 else (out * g).sum()
-        (gx,) = torch.autograd.grad(dot, xd, create_graph=create_graph)
+        (gx,) = torch.autograd.grad(dot, xd)
         return None, gx
 
 
@@ -201,7 +205,7 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
         memory_efficient: compute the modulus maps in small chunks recomputed in the
             backward pass (see :func:`maps_then`): the memory of forward+backward is the
             spectra of the first-order maps plus one chunk, for one more fold and inverse
-            FFT per map in the backward pass.
+            FFT per map in the backward pass (first-order gradients only).
     """
     n, M, W = x.shape
     L = psi_levels[0].shape[1]

@@ -178,9 +178,9 @@ def scattering2d(x: Tensor, J: int, L: int = 8, max_order: int = 2, *,
         padding: ``"reflect"`` (equals kymatio) or ``"periodic"`` (no padding).
         backend: ``"auto"``, ``"reference"``, ``"compiled"`` or a :class:`Backend`.
         memory_efficient: keep no complex wavelet maps for the backward pass: compute
-            them in chunks of about 4 MB, recomputed in the backward pass (about half the
-            peak memory of forward+backward, ~20-40% more backward time; first- and
-            higher-order gradients both work). ``False`` stores them (fastest backward).
+            them in small chunks, recomputed in the backward pass (about half the
+            peak memory of forward+backward, ~20-50% more backward time; first-order
+            gradients only). ``False`` stores them (fastest; double backward works).
 
     >>> x = torch.rand(2, 3, 32, 32)
     >>> tuple(scattering2d(x, J=2, L=4).shape)
