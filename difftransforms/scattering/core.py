@@ -215,6 +215,9 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
         return t[..., crop:t.shape[-2] - crop, crop:t.shape[-1] - crop] if crop else t
 
     xhat = backend.rfft2(x)
+    # second-order low-pass operators, one pair per j2 (shared by every j1 < j2)
+    lowpass = ({j2: lowpass_matrices(phi_levels[j2], 2 ** (J - j2), crop)
+                for j2 in range(1, J)} if max_order == 2 else {})
     out = [unpad(_lowpass(backend, xhat, phi_levels[0], W, 2**J))[:, None]]
     s1: list[Tensor] = []
     s2: list[Tensor] = []
@@ -228,14 +231,12 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
             continue
         blocks = []
         for j2 in range(j1 + 1, J):
-            k2 = 2 ** (j2 - j1)
-
-            C, D = lowpass_matrices(phi_levels[j2], 2 ** (J - j2), crop)
+            C, D = lowpass[j2]
 
             def post(u2: Tensor, C: Tensor = C, D: Tensor = D) -> Tensor:
                 return spatial_lowpass(u2, C, D)
 
-            s = maps_then(backend, u1hat, psi_levels[j1][j2], w1, k2, post, me)
+            s = maps_then(backend, u1hat, psi_levels[j1][j2], w1, 2 ** (j2 - j1), post, me)
             blocks.append(s.reshape(n, L, 1, L, *s.shape[-2:]))
         # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
         s2.append(torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:]))
