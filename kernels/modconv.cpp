@@ -220,28 +220,72 @@ inline T abs_c(T re, T im) {
   return sc * std::sqrt(a * a + b * b);
 }
 
+// Elements per block of the modulus kernels: the squared moduli of a block are computed in a
+// plain vectorisable loop, and only a block holding a value whose square under- or overflows
+// (|z| < ~1e-19 or > ~1e19 in float32, never for z == 0) is redone with hypot's scaling.
+constexpr int64_t kModBlock = 512;
+
+template <typename T>
+inline bool needs_scaling(T re, T im, T r2) {
+  // a subnormal or zero r2 from z != 0 lost precision (z == 0 is exact), inf overflowed;
+  // NaN fails every comparison and is redone too (and stays NaN)
+  return !(r2 >= std::numeric_limits<T>::min() && r2 <= std::numeric_limits<T>::max()) &&
+         (re != T(0) || im != T(0));
+}
+
 template <typename T>
 void modulus_cpu_kernel(const T* __restrict z, T* __restrict out, int64_t numel) {
   at::parallel_for(0, numel, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[i] = abs_c(z[2 * i], z[2 * i + 1]);
+    for (int64_t b0 = begin; b0 < end; b0 += kModBlock) {
+      const int64_t n = std::min(kModBlock, end - b0);
+      const T* __restrict zb = z + 2 * b0;
+      T* __restrict ob = out + b0;
+      unsigned bad = 0;  // not bool: a bool reduction blocks vectorisation
+      for (int64_t i = 0; i < n; ++i) {
+        const T r2 = zb[2 * i] * zb[2 * i] + zb[2 * i + 1] * zb[2 * i + 1];
+        bad |= static_cast<unsigned>(needs_scaling(zb[2 * i], zb[2 * i + 1], r2));
+        ob[i] = std::sqrt(r2);
+      }
+      if (bad)
+        for (int64_t i = 0; i < n; ++i) ob[i] = abs_c(zb[2 * i], zb[2 * i + 1]);
+    }
   });
 }
 
 template <typename T>
 void modulus_backward_cpu_kernel(const T* __restrict g, const T* __restrict z, T* __restrict gz,
                                  int64_t numel) {
+  // g z / |z|, 0 at z == 0 (a subgradient), never NaN: c = 1 / |z| per element of a block
+  // (|z| as in the forward kernel), then the interleaved products (z c) g over (re, im).
   at::parallel_for(0, numel, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T re = z[2 * i];
-      const T im = z[2 * i + 1];
-      // z / |z| = (a, b) / sqrt(a^2 + b^2) with (a, b) = (re, im) / hypot_scale: no
-      // overflow or underflow; defined as 0 at z == 0 (subgradient), never NaN.
-      const T sc = hypot_scale(re, im);
-      const T a = re / sc, b = im / sc;
-      const T r2 = a * a + b * b;
-      const T c = r2 > T(0) ? g[i] / std::sqrt(r2) : T(0);
-      gz[2 * i] = c * a;
-      gz[2 * i + 1] = c * b;
+    T c[kModBlock];
+    for (int64_t b0 = begin; b0 < end; b0 += kModBlock) {
+      const int64_t n = std::min(kModBlock, end - b0);
+      const T* __restrict zb = z + 2 * b0;
+      const T* __restrict gb = g + b0;
+      T* __restrict ob = gz + 2 * b0;
+      unsigned bad = 0;  // not bool: a bool reduction blocks vectorisation
+      for (int64_t i = 0; i < n; ++i) {
+        const T r2 = zb[2 * i] * zb[2 * i] + zb[2 * i + 1] * zb[2 * i + 1];
+        bad |= static_cast<unsigned>(needs_scaling(zb[2 * i], zb[2 * i + 1], r2));
+        const T inv = T(1) / std::sqrt(std::max(r2, std::numeric_limits<T>::min()));
+        c[i] = r2 > T(0) ? inv : T(0);  // a select, not a branch: the loop vectorises
+      }
+      if (bad) {  // hypot's scaling: (a, b) = z / s, g z / |z| = g (a, b) / |(a, b)|
+        for (int64_t i = 0; i < n; ++i) {
+          const T sc = hypot_scale(zb[2 * i], zb[2 * i + 1]);
+          const T a = zb[2 * i] / sc, b = zb[2 * i + 1] / sc;
+          const T r2 = a * a + b * b;
+          const T ci = r2 > T(0) ? gb[i] / std::sqrt(r2) : T(0);
+          ob[2 * i] = ci * a;
+          ob[2 * i + 1] = ci * b;
+        }
+        continue;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        ob[2 * i] = zb[2 * i] * c[i] * gb[i];  // z / |z| first: no overflow for large g
+        ob[2 * i + 1] = zb[2 * i + 1] * c[i] * gb[i];
+      }
     }
   });
 }

@@ -175,6 +175,43 @@ def test_modulus_matches_abs_and_stable_gradient(ops, device, dtype):
     torch.testing.assert_close(gz, gr, **TOL[dtype])
 
 
+def test_modulus_fast_and_scaled_blocks(ops, device, dtype):
+    """The kernels square |z| directly and redo only blocks whose squares under- or overflow
+    with hypot's scaling: mixed blocks, extreme magnitudes (subnormal, huge, zero), large
+    upstream gradients; against float64/complex128 evaluations."""
+    g = torch.Generator().manual_seed(1)
+    n = 5000
+    z = torch.randn(3, n, dtype=torch.complex128, generator=g)
+    big, small = (1e30, 1e-30) if dtype == torch.float32 else (1e300, 1e-300)
+    sub = 1e-40 if dtype == torch.float32 else 1e-310  # subnormal
+    z[0, 17] *= big
+    z[0, 3000] *= small
+    z[1, 700] = complex(sub, -sub)
+    z[1, 701] = complex(0.0, sub)
+    z[1, 4000:4010] = 0
+    z[2, 2500] = complex(1e-20, 3e-20)  # squares underflow in float32 only
+    zd = z.to(CDTYPE[dtype]).to(device)
+    ref = zd.to(torch.complex128).abs()  # exact magnitudes of the rounded inputs
+    m = ops.modulus(zd)
+    fi = torch.finfo(dtype)
+    sub_ulp = 2 * fi.tiny * fi.eps  # results in the subnormal range have absolute precision
+    torch.testing.assert_close(m.to(torch.float64), ref, rtol=3e-7 if dtype == torch.float32
+                               else 1e-15, atol=sub_ulp)
+    gout = torch.randn(3, n, dtype=torch.float64, generator=g).to(device)
+    gout[2, :100] *= 1e30 if dtype == torch.float32 else 1e300  # large upstream gradients
+    gz = ops.modulus_backward(gout.to(dtype), zd)
+    # z / |z| of an exactly rescaled z (a power of two per element: no subnormals)
+    v = torch.view_as_real(zd.to(torch.complex128))
+    v = torch.ldexp(v, -torch.frexp(v.abs().amax(-1, keepdim=True)).exponent)
+    r = v.norm(dim=-1, keepdim=True)
+    unit = torch.view_as_complex(torch.where(r > 0, v / r.clamp_min(1e-300), 0).contiguous())
+    want = gout.to(dtype).to(torch.float64) * unit
+    assert torch.isfinite(torch.view_as_real(gz)).all()
+    torch.testing.assert_close(gz.to(torch.complex128), want,
+                               rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=0)
+    assert (gz[1, 4000:4010] == 0).all()
+
+
 def test_modulus_gradgradcheck(ops, device):
     z = torch.randn(3, 5, dtype=torch.complex128, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(ops.modulus, (z,))
@@ -306,3 +343,22 @@ def test_filter_fold_skips_zero_filter_blocks_correctly(ops, device, dtype, H, W
     torch.testing.assert_close(got[1], exp[1], rtol=TOL[dtype]["rtol"] * 10,
                                atol=TOL[dtype]["atol"] * 10)
     assert (out[:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_modulus_maps_vjp_equals_autograd(device, backend):
+    """The direct recompute-and-adjoint backward of |ifft2(filter_fold(.))| equals autograd
+    through the reference ops (float64), zero responses included."""
+    from difftransforms.ops.modconv import modulus_maps_vjp
+
+    if backend == "compiled":
+        _require_compiled(device)
+    xhat, filters = _inputs(3, 5, 12, 10, torch.float64, device)
+    filters[1] = 0  # exactly zero maps: gradient 0, not NaN
+    g = torch.randn(3, 5, 6, 5, dtype=torch.float64, device=device)
+    got = modulus_maps_vjp(xhat, filters, 10, 2, g, backend=backend)
+    xd = xhat.clone().requires_grad_(True)
+    u = modulus_reference(torch.fft.ifft2(filter_fold_reference(xd, filters, 10, 2)))
+    (want,) = torch.autograd.grad((u * g).sum(), xd)
+    assert torch.isfinite(torch.view_as_real(got)).all()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -203,16 +203,20 @@ def test_memory_efficient_moments_chunks_same_values_and_gradient(monkeypatch):
 
 # MAPS_BUDGET_BYTES: 1 -> one filter per call (filter split); 2**12 -> a few rows per call;
 # 2**30 -> one call (still recomputed in the backward pass)
+# backend "auto": the compiled ops' direct recompute (maps_vjp) when they are built;
+# "torch": autograd's checkpointed recompute
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("budget", [1, 2**12, 2**30])
 @pytest.mark.parametrize("padding", ["reflect", "periodic"])
-def test_memory_efficient_scattering_equals_stored(budget, padding, monkeypatch):
+def test_memory_efficient_scattering_equals_stored(budget, padding, backend, monkeypatch):
     from difftransforms.scattering import core
 
     monkeypatch.setattr(core, "MAPS_BUDGET_BYTES", budget)
     x = torch.rand(2, 3, 16, 24, dtype=torch.float64, requires_grad=True)
     results = []
     for me in (True, False):
-        S = Scattering2D(3, (16, 24), L=3, padding=padding, memory_efficient=me).double()
+        S = Scattering2D(3, (16, 24), L=3, padding=padding, memory_efficient=me,
+                         backend=backend).double()
         out = S(x)
         (g,) = torch.autograd.grad((out.square() * torch.linspace(0, 1, out.shape[-1],
                                    dtype=out.dtype)).sum(), x)
@@ -230,9 +234,10 @@ def test_second_order_gradients(monkeypatch):
     assert torch.autograd.gradgradcheck(S, (x,), eps=1e-6, atol=1e-5, rtol=1e-3,
                                         fast_mode=True)
     monkeypatch.setattr(core, "MAPS_BUDGET_BYTES", 2**10)
-    me = Scattering2D(2, (8, 8), L=2, memory_efficient=True).double()
-    with pytest.raises(RuntimeError, match="memory_efficient=False"):
-        torch.autograd.grad(me(x).square().sum(), x, create_graph=True)
+    for backend in ("auto", "torch"):
+        me = Scattering2D(2, (8, 8), L=2, memory_efficient=True, backend=backend).double()
+        with pytest.raises(RuntimeError, match="memory_efficient=False"):
+            torch.autograd.grad(me(x).square().sum(), x, create_graph=True)
 
 
 def test_spatial_lowpass_equals_fourier_lowpass():

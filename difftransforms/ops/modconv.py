@@ -42,6 +42,7 @@ __all__ = [
     "filter_fold_compiled",
     "modulus",
     "modulus_compiled",
+    "modulus_maps_vjp",
 ]
 
 _BACKEND_ARGS = (None, "auto", "reference", "compiled")
@@ -143,6 +144,40 @@ def modulus(z: Tensor, *, backend: str | None = None) -> Tensor:
     if _use_compiled(z.device.type, backend):
         return torch.ops.difftransforms.modulus(z)
     return modulus_reference(z)
+
+
+def modulus_maps_vjp(xhat: Tensor, filters: Tensor, width: int, k: int, grad: Tensor, *,
+                     backend: str | None = None) -> Tensor:
+    """Gradient in ``xhat`` of ``<grad, modulus(ifft2(filter_fold(xhat, filters, width, k)))>``,
+    recomputing the complex maps: the backward pass of a modulus-convolution whose forward
+    kept nothing but ``xhat``.
+
+    One fold, one inverse FFT, ``grad · z/|z|`` (0 at ``z = 0``), one forward FFT and the
+    fold's adjoint, with no autograd graph and no stored ``|z|`` (a checkpointed autograd
+    recompute would also recompute the modulus and keep both complex buffers alive).
+
+    Args:
+        xhat: ``(N, H, W//2+1)`` complex half spectra; filters: ``(F, H, W)`` real.
+        grad: ``(N, F, H//k, W//k)`` real, the gradient of the modulus maps.
+
+    Returns:
+        ``(N, H, W//2+1)`` complex, like :func:`filter_fold`'s backward.
+    """
+    filters = _check_fold_args(xhat, filters, width, k)
+    width, k = int(width), int(k)
+    if _use_compiled(xhat.device.type, backend):
+        ops = torch.ops.difftransforms
+        z = torch.fft.ifft2(ops.filter_fold(xhat, filters, width, k))
+        gz = ops.modulus_backward(grad.to(filters.dtype).contiguous(), z)
+        del z
+        # ifft2's adjoint (PyTorch's conjugate-Wirtinger convention) is fft2 / (h w)
+        gz = torch.fft.fft2(gz, norm="forward")
+        return ops.filter_fold_backward(gz, filters, k)
+    with torch.enable_grad():
+        xd = xhat.detach().requires_grad_(True)
+        u = modulus_reference(torch.fft.ifft2(filter_fold_reference(xd, filters, width, k)))
+        (gx,) = torch.autograd.grad((u * grad).sum(), xd)
+    return gx
 
 
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -8,7 +8,10 @@ The scattering math (:mod:`.core`) never calls the custom ops directly; it recei
   it is the filtered signal sampled every ``k`` pixels), see
   :mod:`difftransforms.ops.modconv_reference`;
 - ``modulus(z)``: ``|z|`` with the stable gradient (0 at ``z == 0``);
-- ``rfft2`` / ``ifft2`` / ``fft2`` over the last two dimensions.
+- ``rfft2`` / ``ifft2`` / ``fft2`` over the last two dimensions;
+- optionally ``maps_vjp(xhat, filters, width, k, grad)``: the gradient in ``xhat`` of
+  ``<grad, modulus(ifft2(filter_fold(xhat, filters, width, k)))>`` recomputed from
+  ``xhat`` alone, for the memory-efficient transforms (``None``: autograd recomputes).
 
 Backends:
 
@@ -54,6 +57,7 @@ class Backend:
     rfft2: Callable[[Tensor], Tensor] = _rfft2
     fft2: Callable[[Tensor], Tensor] = torch.fft.fft2
     ifft2: Callable[[Tensor], Tensor] = torch.fft.ifft2
+    maps_vjp: Callable[[Tensor, Tensor, int, int, Tensor], Tensor] | None = None
 
 
 def _ops_info() -> str | None:
@@ -193,7 +197,12 @@ def get_backend(name: str | Backend = "auto") -> Backend:
             raise RuntimeError(
                 "the compiled scattering ops (difftransforms.ops) are not available; build "
                 "them (see `difftransforms doctor`) or use backend='reference' / 'auto'")
-        return Backend("compiled", ops[0], ops[1], False)
+        from functools import partial
+
+        from difftransforms.ops.modconv import modulus_maps_vjp
+
+        return Backend("compiled", ops[0], ops[1], False,
+                       maps_vjp=partial(modulus_maps_vjp, backend="compiled"))
     if name == "torch":
         return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2)
     from difftransforms import ops
@@ -201,7 +210,10 @@ def get_backend(name: str | Backend = "auto") -> Backend:
     info = _ops_info()
     compiled = info is not None and "compiled" in info.lower() and "reference" not in info.lower()
     if compiled:
-        return Backend(f"auto: compiled ({info})", ops.filter_fold, ops.modulus, False)
+        from difftransforms.ops.modconv import modulus_maps_vjp
+
+        return Backend(f"auto: compiled ({info})", ops.filter_fold, ops.modulus, False,
+                       maps_vjp=modulus_maps_vjp)
     return Backend("auto: torch" + (f" (ops: {info})" if info else ""), filter_fold_torch,
                    torch.abs, False, rfft2=torch.fft.fft2)
 

@@ -51,13 +51,41 @@ def modulus_maps(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k:
     size of the result) are not kept for the backward pass but recomputed there from
     ``xhat`` (one more fold and inverse FFT)."""
     if recompute and torch.is_grad_enabled() and xhat.requires_grad:
+        if backend.maps_vjp is not None and not filters.requires_grad:
+            return _MapsRecompute.apply(backend, xhat, filters, width, k)
         return checkpoint(lambda xh: _modulus_maps(backend, xh, filters, width, k), xhat)
     return _modulus_maps(backend, xhat, filters, width, k)
+
+
+class _MapsRecompute(torch.autograd.Function):
+    """``|ifft2(filter_fold(xhat, filters))|`` keeping only ``xhat`` for the backward pass,
+    where the backend's ``maps_vjp`` recomputes the complex maps and applies the adjoint
+    directly (no autograd graph, no recomputed modulus). First-order gradients only."""
+
+    @staticmethod
+    def forward(ctx, backend: Backend, xhat: Tensor, filters: Tensor,  # type: ignore[override]
+                width: int, k: int) -> Tensor:
+        ctx.backend, ctx.width, ctx.k = backend, width, k
+        ctx.save_for_backward(xhat, filters)
+        return _modulus_maps(backend, xhat, filters, width, k)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():
+            raise RuntimeError(_NO_DOUBLE_BACKWARD)
+        xhat, filters = ctx.saved_tensors
+        gx = ctx.backend.maps_vjp(xhat, filters, ctx.width, ctx.k, g)
+        return None, gx, None, None, None
 
 
 def _lowpass(backend: Backend, uhat: Tensor, phi: Tensor, width: int, k: int) -> Tensor:
     """``(N, h, w//2+1)`` spectra -> ``(N, h/k, w/k)`` real ``u ⋆ φ`` sampled every ``k``."""
     return backend.ifft2(fold(backend, uhat, phi[None], width, k))[:, 0].real
+
+
+_NO_DOUBLE_BACKWARD = (
+    "second-order gradients (create_graph=True) through a memory-efficient scattering "
+    "transform are not supported; build it with memory_efficient=False")
 
 
 class _Recompute(torch.autograd.Function):
@@ -76,10 +104,7 @@ class _Recompute(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         if torch.is_grad_enabled():
-            raise RuntimeError(
-                "second-order gradients (create_graph=True) through a memory-efficient "
-                "scattering transform are not supported; build it with "
-                "memory_efficient=False")
+            raise RuntimeError(_NO_DOUBLE_BACKWARD)
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
             xd = x.detach().requires_grad_(True)
