@@ -74,6 +74,12 @@ inline void spread(const T* __restrict f, T scale, int64_t n, T* __restrict dst)
 }
 
 template <typename T>
+inline void mul_assign(const T* __restrict a, const T* __restrict x, int64_t n,
+                       T* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] * x[i];
+}
+
+template <typename T>
 inline void axpy_inplace(const T* __restrict a, const T* __restrict x, int64_t n,
                          T* __restrict y) {
   for (int64_t i = 0; i < n; ++i) y[i] += a[i] * x[i];
@@ -110,15 +116,14 @@ void filter_fold_cpu_kernel(const T* __restrict X, const T* __restrict filt,
   at::parallel_for(0, nblocks * s.Hk, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(static_cast<size_t>(kNBlock * W2));
     std::vector<T> fbuf(static_cast<size_t>(orow_len));
+    std::vector<char> written(static_cast<size_t>(s.F));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t up = item % s.Hk;
       const int64_t n0 = (item / s.Hk) * kNBlock;
       const int64_t nn = std::min(s.N, n0 + kNBlock) - n0;
-      for (int64_t i = 0; i < nn; ++i) {
-        for (int64_t f = 0; f < s.F; ++f) {
-          std::fill_n(out + (((n0 + i) * s.F + f) * s.Hk + up) * orow_len, orow_len, T(0));
-        }
-      }
+      // written[f]: the output rows of filter f already hold a first (assigned) alias; rows
+      // of filters with no live block at all are zero-filled at the end
+      std::fill(written.begin(), written.end(), char(0));
       for (int64_t a = 0; a < s.k; ++a) {
         const char* lab = live_ab.data() + a * s.k;
         if (std::none_of(lab, lab + s.k, [](char c) { return c != 0; })) continue;
@@ -138,11 +143,22 @@ void filter_fold_cpu_kernel(const T* __restrict X, const T* __restrict filt,
             if (!live[(f * s.k + a) * s.k + b]) continue;
             spread(frow + b * s.Wk, scale, s.Wk, fbuf.data());
             for (int64_t i = 0; i < nn; ++i) {
-              axpy_inplace(fbuf.data(), buf.data() + i * W2 + 2 * b * s.Wk, orow_len,
-                           out + (((n0 + i) * s.F + f) * s.Hk + up) * orow_len);
+              T* orow = out + (((n0 + i) * s.F + f) * s.Hk + up) * orow_len;
+              const T* xs = buf.data() + i * W2 + 2 * b * s.Wk;
+              if (written[f]) {
+                axpy_inplace(fbuf.data(), xs, orow_len, orow);
+              } else {
+                mul_assign(fbuf.data(), xs, orow_len, orow);
+              }
             }
+            written[f] = 1;
           }
         }
+      }
+      for (int64_t f = 0; f < s.F; ++f) {
+        if (written[f]) continue;
+        for (int64_t i = 0; i < nn; ++i)
+          std::fill_n(out + (((n0 + i) * s.F + f) * s.Hk + up) * orow_len, orow_len, T(0));
       }
     }
   });

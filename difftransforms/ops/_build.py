@@ -65,7 +65,7 @@ _NAMES = {"cpu": "difftransforms_C", "cuda": "difftransforms_cuda"}
 # time of the fold loops.
 # -fno-trapping-math: FP exceptions are never inspected, so loops with selects like
 # ``r2 > 0 ? 1 / sqrt(r2) : 0`` can be if-converted and vectorised
-_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 _LDFLAGS = ["-fopenmp"]
 _CUDA_CFLAGS = ["-O3"]
 

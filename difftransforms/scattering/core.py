@@ -179,8 +179,12 @@ def spatial_lowpass(u: Tensor, C: Tensor, D: Tensor) -> Tensor:
     product is one large matrix multiplication over all maps."""
     lead = u.shape[:-2]
     M, N = u.shape[-2:]
-    t = (u.reshape(-1, N) @ D.T).reshape(-1, M, D.shape[0])
-    return torch.matmul(C, t).reshape(*lead, C.shape[0], D.shape[0])
+    m, n = C.shape[0], D.shape[0]
+    t = (u.reshape(-1, N) @ D.T).reshape(-1, M, n)  # (B, M, n)
+    # the second product as one (m, M) @ (M, B·n) matrix product on the transposed (small)
+    # intermediate: a broadcast matmul would be a bmm whose backward loops over the batch
+    t = C @ t.transpose(0, 1).reshape(M, -1)  # (m, B·n)
+    return t.reshape(m, -1, n).transpose(0, 1).reshape(*lead, m, n)
 
 
 def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int,
