@@ -122,7 +122,7 @@ def _case(bench: Bench, membench: Bench, args, backend, threads: str, shape, J: 
         _time_case(bench, ours, fast, mom, kym, x, peers, tag, kw)
     if args.no_memory or args.device != "cpu":
         return
-    _memory_case(membench, ours, fast, mom, kym, threads, shape)
+    _memory_case(membench, ours, fast, mom, kym, threads, shape, tag)
 
 
 def _time_case(bench: Bench, ours, fast, mom, kym, x, peers, tag: str, kw: dict) -> None:
@@ -137,9 +137,8 @@ def _time_case(bench: Bench, ours, fast, mom, kym, x, peers, tag: str, kw: dict)
     bench.compare(f"ScatteringMoments fwd+bwd {tag}", _fwd_bwd(mom, xg), peers_bwd, **kw)
 
 
-def _memory_case(membench: Bench, ours, fast, mom, kym, threads: str, shape) -> None:
-    B, C, H, W = shape
-    tag = f"{B}x{C}x{H}x{W} J={ours.J}"
+def _memory_case(membench: Bench, ours, fast, mom, kym, threads: str, shape,
+                 tag: str) -> None:
     # the objects are pickled and loaded by the probes, so that filter construction (and
     # its temporaries) does not count: only what forward+backward allocates
     tmp = Path(tempfile.mkdtemp(prefix="dt_scat_bench_"))

@@ -221,9 +221,9 @@ void filter_fold_backward_cpu_kernel(const T* __restrict G, const T* __restrict 
   });
 }
 
-// |z| without overflow/underflow, branch-free so that the loops vectorise: like hypot, the
-// components are scaled by s = max(|re|, |im|, smallest normal) first (the floor keeps 1/s
-// finite for subnormal z), in the tensor's own precision.
+// |z| without overflow/underflow (the modulus kernels' fallback for blocks whose squares
+// under- or overflow): like hypot, the components are scaled by s = max(|re|, |im|, smallest
+// normal) first (the floor keeps 1/s finite for subnormal z), in the tensor's own precision.
 template <typename T>
 inline T hypot_scale(T re, T im) {
   return std::max(std::max(std::abs(re), std::abs(im)), std::numeric_limits<T>::min());
