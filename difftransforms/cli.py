@@ -1051,7 +1051,8 @@ def compare(example: Path, synth: tuple[Path, ...], as_json: bool, metrics: str,
     the metric between disjoint crops of EXAMPLE: what a fresh sample of the texture
     scores) and "random phase" (EXAMPLE's spectrum with random phases). "ok" marks a value
     within the second-crop range, "HIGH" one above it. copy_fraction is the share of
-    16x16 patches copied verbatim from EXAMPLE. Sizes may differ; channels must agree.
+    16x16 patches lying in a region (24x24 or more) copied verbatim from EXAMPLE. Sizes
+    may differ; channels must agree.
     """
     import json
 

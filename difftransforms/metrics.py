@@ -18,7 +18,8 @@ counts must agree) and returns a float, computed offline (no downloaded weights)
                           (12345, not one a synthesis optimises), features standardised by
                           ``Y``'s statistics (dimensionless; higher-order statistics)
 ``copy_fraction``         share of ``X``'s 16x16 patches (stride 8) with a near-exact copy
-                          (RMS < 0.02) anywhere in ``Y`` — verbatim copying, in ``[0, 1]``
+                          (RMS < 0.02) in ``Y`` at the same offset as a horizontal and a
+                          vertical neighbour's — verbatim copied regions, in ``[0, 1]``
 ========================  ================================================================
 
 The four gaps are 0 for identical statistics and grow with degradation (blur, noise).
@@ -36,7 +37,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -54,6 +55,8 @@ __all__ = [
     "cnn_gap",
     "copy_fraction",
     "nearest_patch_rms",
+    "nearest_patches",
+    "PatchMatches",
     "random_phase_noise",
     "second_crops",
     "texture_baselines",
@@ -315,14 +318,32 @@ def cnn_gap(Y: Tensor, X: Tensor, *, projections: int = 64, seed: int = 0) -> fl
 # --------------------------------------------------------------------------------------
 
 
-def nearest_patch_rms(Y: Tensor, X: Tensor, *, patch: int = 16, stride: int = 8,
-                      block: int = 256) -> tuple[Tensor, Tensor]:
-    """RMS distance from each ``patch x patch`` patch of ``X`` (taken every ``stride``
-    pixels) to its nearest patch in ``Y`` (all positions, all channels), and the RMS
-    contrast (standard deviation) of that ``X`` patch: two ``(nh, nw)`` tensors.
+class PatchMatches(NamedTuple):
+    """Nearest-neighbour field of :func:`nearest_patches`; every field is ``(nh, nw)``."""
+
+    rms: Tensor
+    """RMS distance to the nearest ``Y`` patch (float64)."""
+    contrast: Tensor
+    """RMS contrast (standard deviation, averaged over channels) of the ``X`` patch."""
+    dy: Tensor
+    """Row offset of the match: it sits at row ``stride * i + dy`` of ``Y`` (int64)."""
+    dx: Tensor
+    """Column offset of the match: column ``stride * j + dx`` of ``Y`` (int64)."""
+
+
+def nearest_patches(Y: Tensor, X: Tensor, *, patch: int = 16, stride: int = 8,
+                    block: int = 256) -> PatchMatches:
+    """Nearest patch of ``Y`` (all positions, all channels) for every ``patch x patch``
+    patch of ``X`` taken every ``stride`` pixels: RMS distance, the ``X`` patch's contrast,
+    and the match's offset, as a :class:`PatchMatches` of ``(nh, nw)`` tensors.
 
     Uses ``|x - y|^2 = |x|^2 + |y|^2 - 2 <x, y>`` with the correlations computed by
     ``conv2d`` (``block`` X-patches at a time, bounded memory).
+
+    >>> y = torch.rand(1, 48, 48)
+    >>> m = nearest_patches(y, y[:, 5:45, 3:43], patch=8, stride=8)
+    >>> bool((m.dy == 5).all() and (m.dx == 3).all() and (m.rms < 1e-3).all())
+    True
     """
     y, x = _pair(Y, X)
     if patch < 2 or stride < 1:
@@ -335,35 +356,78 @@ def nearest_patch_rms(Y: Tensor, X: Tensor, *, patch: int = 16, stride: int = 8,
     nh = (x.shape[1] - patch) // stride + 1
     nw = (x.shape[2] - patch) // stride + 1
     ysq = F.avg_pool2d(y32.square().sum(1, keepdim=True), patch, stride=1)[0, 0] * patch**2
+    wy = ysq.shape[1]
     xsq = px.square().sum(1)
     best = torch.empty(px.shape[0], dtype=torch.float32, device=y.device)
+    where = torch.empty(px.shape[0], dtype=torch.long, device=y.device)
     for i in range(0, px.shape[0], block):
         w = px[i:i + block].reshape(-1, C, patch, patch)
         corr = F.conv2d(y32, w)[0]  # (nb, Hy-p+1, Wy-p+1)
         d2 = ysq[None] + xsq[i:i + block, None, None] - 2 * corr
-        best[i:i + block] = d2.flatten(1).min(dim=1).values
+        best[i:i + block], where[i:i + block] = d2.flatten(1).min(dim=1)
     rms = (best.clamp_min(0) / (C * patch * patch)).sqrt()
     contrast = px.double().reshape(-1, C, patch * patch).std(dim=2, unbiased=False).mean(1)
-    return rms.reshape(nh, nw).double(), contrast.reshape(nh, nw)
+    rows = torch.arange(nh, device=y.device)[:, None] * stride
+    cols = torch.arange(nw, device=y.device)[None, :] * stride
+    return PatchMatches(rms.reshape(nh, nw).double(), contrast.reshape(nh, nw),
+                        (where // wy).reshape(nh, nw) - rows,
+                        (where % wy).reshape(nh, nw) - cols)
+
+
+def nearest_patch_rms(Y: Tensor, X: Tensor, *, patch: int = 16, stride: int = 8,
+                      block: int = 256) -> tuple[Tensor, Tensor]:
+    """RMS distance from each ``patch x patch`` patch of ``X`` (taken every ``stride``
+    pixels) to its nearest patch in ``Y``, and the RMS contrast of that ``X`` patch: the
+    first two fields of :func:`nearest_patches`, two ``(nh, nw)`` tensors."""
+    m = nearest_patches(Y, X, patch=patch, stride=stride, block=block)
+    return m.rms, m.contrast
+
+
+def _coherent(close: Tensor, dy: Tensor, dx: Tensor, step: tuple[int, int],
+              tol: int) -> Tensor:
+    """Patches that are close and whose neighbour ``step`` away (either side) is close too
+    and matched at the same offset (within ``tol`` pixels)."""
+    nh, nw = close.shape
+    out = torch.zeros_like(close)
+    for sy, sx in (step, (-step[0], -step[1])):
+        a = (slice(max(0, -sy), nh - max(0, sy)), slice(max(0, -sx), nw - max(0, sx)))
+        b = (slice(max(0, sy), nh - max(0, -sy)), slice(max(0, sx), nw - max(0, -sx)))
+        same = ((dy[a] - dy[b]).abs() <= tol) & ((dx[a] - dx[b]).abs() <= tol)
+        out[a] |= close[a] & close[b] & same
+    return out
 
 
 def copy_fraction(Y: Tensor, X: Tensor, *, patch: int = 16, stride: int = 8,
-                  threshold: float = 0.02, relative: float = 0.25) -> float:
-    """Share of ``X``'s patches that are near-exact copies of a patch of ``Y``.
+                  threshold: float = 0.02, relative: float = 0.25,
+                  coherent: bool = True, tolerance: int = 1) -> float:
+    """Share of ``X``'s patches that lie in a region copied verbatim from ``Y``.
 
-    A ``patch x patch`` patch of ``X`` (every ``stride`` pixels) counts as copied when its
-    nearest patch in ``Y`` is closer than ``threshold`` in RMS (intensity units; 0.02 is
-    about 5 grey levels of 255) *and* closer than ``relative`` times the patch's own RMS
-    contrast (so that a flat patch, which matches any flat region, is not evidence of
-    copying unless it is reproduced exactly). 1.0: ``X`` is a collage of ``Y``; ~0 for a new
-    sample.
+    A ``patch x patch`` patch of ``X`` (every ``stride`` pixels) *matches* when its nearest
+    patch in ``Y`` is closer than ``threshold`` in RMS (intensity units; 0.02 is about 5
+    grey levels of 255) *and* closer than ``relative`` times the patch's own RMS contrast
+    (so that a flat patch, which matches any flat region, is not evidence of copying unless
+    it is reproduced exactly).
+
+    A single matching patch is not yet a copy: a straight edge or a regular motif (a
+    brick's mortar line) matches some place of ``Y`` by itself — disjoint halves of a brick
+    wall "copy" each other at 4–18% by that test alone. A copy is a *region*: with
+    ``coherent=True`` (default) a matching patch counts only when a horizontal and a
+    vertical neighbour (``stride`` pixels away) match too, at the same offset in ``Y``
+    (within ``tolerance`` pixels) — the nearest-neighbour-field coherence used to find
+    copy-move forgeries. So a copied piece must be at least ``patch + stride`` pixels wide
+    and high (24x24 by default). ``coherent=False`` counts every matching patch.
+
+    1.0: ``X`` is a collage of ``Y``; ~0 for a new sample.
 
     >>> y = torch.rand(1, 64, 64)
     >>> copy_fraction(y, y[:, 8:48, 5:50])
     1.0
     """
-    rms, contrast = nearest_patch_rms(Y, X, patch=patch, stride=stride)
-    copied = (rms < threshold) & (rms <= relative * contrast)
+    m = nearest_patches(Y, X, patch=patch, stride=stride)
+    copied = (m.rms < threshold) & (m.rms <= relative * m.contrast)
+    if coherent:
+        copied = (copied & _coherent(copied, m.dy, m.dx, (0, 1), tolerance)
+                  & _coherent(copied, m.dy, m.dx, (1, 0), tolerance))
     return float(copied.double().mean())
 
 
@@ -427,7 +491,7 @@ METRICS: dict[str, tuple[Metric, bool, str]] = {
     "histogram_gap": (histogram_gap, True, "pixel histogram W1 (intensity)"),
     "wavelet_gap": (wavelet_gap, True, "wavelet subband histogram W1 / std"),
     "cnn_gap": (cnn_gap, True, "random-CNN feature sliced W1 / std"),
-    "copy_fraction": (copy_fraction, True, "share of 16x16 patches copied verbatim"),
+    "copy_fraction": (copy_fraction, True, "share of 16x16 patches in regions copied verbatim"),
 }
 
 

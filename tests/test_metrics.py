@@ -153,6 +153,44 @@ def test_copy_fraction_detects_crops_not_noise(brick, grass):
     assert M.copy_fraction(_t(y), _t(flat)) == 0.0
 
 
+def test_copy_fraction_needs_coherent_regions(brick, grass):
+    y = grass[:128, :128]
+    rng = np.random.default_rng(1)
+    # isolated 16x16 patches of Y pasted into new texture: each matches alone, no region does
+    x = grass[256:384, 256:384].copy()
+    for i, j in [(8, 8), (8, 56), (56, 24), (96, 96), (40, 96)]:
+        a, b = rng.integers(0, 112, 2)
+        x[i:i + 16, j:j + 16] = y[a:a + 16, b:b + 16]
+    assert M.copy_fraction(_t(y), _t(x), coherent=False) == pytest.approx(5 / 225)
+    assert M.copy_fraction(_t(y), _t(x)) == 0.0
+    # a collage of shuffled 32x32 tiles of Y: every patch inside a tile is in a copied region
+    tiles = [y[a:a + 32, b:b + 32] for a, b in rng.integers(0, 96, (16, 2))]
+    collage = np.block([[tiles[4 * r + c] for c in range(4)] for r in range(4)])
+    inside = 9 * 16 / 225  # 3x3 patch positions per tile lie wholly inside it
+    assert M.copy_fraction(_t(y), _t(collage)) == pytest.approx(inside, abs=0.02)
+    # a regular texture: disjoint halves of a brick wall match patch by patch (straight mortar
+    # lines) but are not copies of each other
+    top, bottom = brick[:256, :256], brick[256:, :256]
+    assert M.copy_fraction(_t(top), _t(bottom), coherent=False) > 0.05
+    assert M.copy_fraction(_t(top), _t(bottom)) < 0.01
+
+
+def test_nearest_patches_offsets_against_brute_force():
+    rng = np.random.default_rng(2)
+    y, x = rng.random((1, 40, 36)), rng.random((1, 34, 33))
+    x[:, 6:14, 12:20] = y[:, 20:28, 3:11]  # patch (1, 2) is an exact copy
+    m = M.nearest_patches(_t(y[0]), _t(x[0]), patch=8, stride=6)
+    for i in range(m.rms.shape[0]):
+        for j in range(m.rms.shape[1]):
+            px = x[:, 6 * i:6 * i + 8, 6 * j:6 * j + 8]
+            d = np.array([[np.mean((y[:, a:a + 8, b:b + 8] - px) ** 2) for b in range(29)]
+                          for a in range(33)])
+            a, b = np.unravel_index(d.argmin(), d.shape)
+            assert (m.dy[i, j].item(), m.dx[i, j].item()) == (a - 6 * i, b - 6 * j)
+    assert (m.dy[1, 2].item(), m.dx[1, 2].item()) == (14, -9)
+    assert m.rms[1, 2].item() < 1e-3
+
+
 def test_nearest_patch_rms_against_brute_force():
     rng = np.random.default_rng(0)
     y, x = rng.random((2, 40, 36)), rng.random((2, 34, 33))
