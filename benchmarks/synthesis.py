@@ -246,7 +246,8 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')} · {machine_description()} · device {args.device}; "
         "✓ = within the range of a second crop of the example (what a perfect new sample "
         "scores), ✗ = outside; verdict over the non-second-order metrics (histogram, wavelet, "
-        "CNN); COPY = 5% or more of the 16x16 patches copied verbatim",
+        "CNN); COPY = 5% or more of the 16x16 patches in regions copied verbatim (in "
+        "brackets: the share of patches that match alone, regular structure included)",
         "",
         *lines,
         "",
