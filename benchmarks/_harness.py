@@ -60,6 +60,40 @@ def timeit(fn: Callable[[], object], *, warmup: int = 2, repeat: int = 7,
     return statistics.median(times)
 
 
+def timeit_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2,
+                       repeat: int = 7, max_seconds: float = 60.0) -> dict[str, float | str]:
+    """Median wall time of each function, timed in alternation: round ``i`` runs every
+    function once (in the given order), so a slow drift of the machine's speed (other
+    jobs, memory compaction, frequency) affects all of them alike and their ratio stays
+    fair. ``max_seconds`` bounds each function's measured time, as in :func:`timeit`. A
+    function that raises is reported as ``"failed: <exception type>"``, never dropped."""
+    out: dict[str, float | str] = {}
+    live = dict(fns)
+    for name, fn in list(live.items()):
+        try:
+            for _ in range(warmup):
+                fn()
+            _sync()
+        except Exception as e:  # a failing peer is reported, not hidden
+            if name == "":
+                raise
+            out[name] = f"failed: {type(e).__name__}"
+            del live[name]
+    times: dict[str, list[float]] = {name: [] for name in live}
+    for i in range(repeat):
+        for name, fn in live.items():
+            if i >= 3 and sum(times[name]) > max_seconds:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            _sync()
+            times[name].append(time.perf_counter() - t0)
+    for name in fns:
+        if name in times:
+            out[name] = statistics.median(times[name])
+    return out
+
+
 def peak_rss_mb(code: str, *, cwd: Path = ROOT) -> float:
     """Run ``code`` in a fresh Python process; return its peak RSS increase in MB.
 
@@ -136,19 +170,24 @@ class Bench:
     def compare(self, case: str, ours: Callable[[], object] | None,
                 peers: dict[str, Callable[[], object] | None] | None = None,
                 **kw: float) -> Row:
-        """Time ``ours`` and each peer (``None`` = not available) in this same run."""
-        t_ours = timeit(ours, **kw) if ours is not None else None
-        row = Row(case, t_ours)
+        """Time ``ours`` and each peer (``None`` = not available) in this same run,
+        interleaved (see :func:`timeit_interleaved`)."""
+        fns: dict[str, Callable[[], object]] = {}
+        if ours is not None:
+            fns[""] = ours
+        row = Row(case, None)
         for name, fn in (peers or {}).items():
             if name not in self.peer_names:
                 self.peer_names.append(name)
             if fn is None:
                 row.peers[name] = "not installed"
-                continue
-            try:
-                row.peers[name] = timeit(fn, **kw)
-            except Exception as e:  # a failing peer is reported, not hidden
-                row.peers[name] = f"failed: {type(e).__name__}"
+            else:
+                fns[name] = fn
+        for name, t in timeit_interleaved(fns, **kw).items():
+            if name == "":
+                row.ours = t if isinstance(t, float) else None
+            else:
+                row.peers[name] = t
         self.rows.append(row)
         print(self._row_md(row), flush=True)
         return row

@@ -225,6 +225,56 @@ def test_memory_efficient_scattering_equals_stored(budget, padding, backend, mon
     assert torch.allclose(results[0][1], results[1][1], rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.parametrize("budget", [1, 2**12])
+def test_memory_efficient_no_grad_forward_equals_stored(budget, monkeypatch):
+    # the chunked forward without autograd (inference) writes every chunk in place
+    from difftransforms.scattering import core
+
+    monkeypatch.setattr(core, "MAPS_BUDGET_BYTES", budget)
+    x = torch.rand(2, 3, 16, 24, dtype=torch.float64)
+    with torch.no_grad():
+        a = Scattering2D(3, (16, 24), L=3, memory_efficient=True).double()(x)
+    b = Scattering2D(3, (16, 24), L=3, memory_efficient=False).double()(x)
+    assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("N,F,per_map", [(1, 8, 2**19), (5, 3, 2**20), (40, 8, 2**12),
+                                         (3, 7, 2**23), (2, 1, 2**30)])
+def test_chunks_cover_every_map_once(N, F, per_map):
+    from difftransforms.scattering import core
+
+    seen = torch.zeros(N, F, dtype=torch.int64)
+    chunks = core._chunks(N, F, per_map)
+    for rows, fs in chunks:
+        seen[rows, fs] += 1
+        # whole rows, or one row's filters: the output slice is contiguous
+        assert fs == slice(0, F) or rows.stop - rows.start == 1
+    assert (seen == 1).all()
+
+
+def test_linear_post_adjoints():
+    # <post(u), g> == <u, post_adjoint(g)> for the two linear maps the chunked path inverts
+    from difftransforms.ops.fft import rfft2, rfft2_adjoint
+    from difftransforms.scattering import core, morlet_filter_bank
+
+    torch.manual_seed(0)
+    for H, W in ((12, 10), (9, 7)):
+        u = torch.randn(3, 2, H, W, dtype=torch.float64)
+        g = torch.randn(3, 2, H, W // 2 + 1, dtype=torch.complex128)
+        lhs = (torch.fft.rfft2(u) * g.conj()).real.sum()
+        assert torch.allclose(lhs, (u * rfft2_adjoint(g, (H, W))).sum())
+        uu = u.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(torch.fft.rfft2(uu), uu, g)
+        assert torch.allclose(rfft2_adjoint(g, (H, W)), ref)
+        assert torch.equal(rfft2(u, out=torch.empty_like(g)), torch.fft.rfft2(u))
+    fb = morlet_filter_bank((48, 40), 3, 4, dtype=torch.float64)
+    C, D = core.lowpass_matrices(fb.phi_levels[1], 4, 1)
+    u = torch.randn(5, 2, 24, 20, dtype=torch.float64)
+    g = torch.randn(5, 2, C.shape[0], D.shape[0], dtype=torch.float64)
+    lhs = (core.spatial_lowpass(u, C, D) * g).sum()
+    assert torch.allclose(lhs, (u * core.spatial_lowpass_adjoint(g, C, D)).sum())
+
+
 def test_second_order_gradients(monkeypatch):
     # memory_efficient=False: double backward works; True: a clear error, never a wrong value
     from difftransforms.scattering import core

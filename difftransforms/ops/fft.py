@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rfft2"]
+__all__ = ["rfft2", "rfft2_adjoint"]
 
 _TWO_STEP_NUMEL = 2**21
 
@@ -45,21 +45,28 @@ class _RFFT2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
-        H, W = ctx.size
-        # differentiable ops only: double backward works through autograd
-        gw = g * _column_weights(W, g)
-        if g.numel() < _TWO_STEP_NUMEL:
-            return torch.fft.irfft2(gw, s=(H, W), norm="forward")
-        # big batches: a complex inverse FFT along H on the half spectrum, then a real one
-        # along W, is ~25% faster on CPU than the fused irfft2 (which copies its input)
-        return torch.fft.irfft(torch.fft.ifft(gw, dim=-2, norm="forward"), n=W, dim=-1,
-                               norm="forward")
+        return rfft2_adjoint(g, ctx.size)
 
 
-def rfft2(x: Tensor) -> Tensor:
+def rfft2_adjoint(g: Tensor, size: tuple[int, int]) -> Tensor:
+    """The gradient of ``<g, rfft2(x)>`` (real part of the inner product) in a real ``x``
+    of spatial ``size`` ``(H, W)``: the backward pass of :func:`rfft2`, ``(..., H, W)``.
+    Differentiable (built from differentiable ops)."""
+    H, W = size
+    gw = g * _column_weights(W, g)
+    if g.numel() < _TWO_STEP_NUMEL:
+        return torch.fft.irfft2(gw, s=(H, W), norm="forward")
+    # big batches: a complex inverse FFT along H on the half spectrum, then a real one
+    # along W, is ~25% faster on CPU than the fused irfft2 (which copies its input)
+    return torch.fft.irfft(torch.fft.ifft(gw, dim=-2, norm="forward"), n=W, dim=-1,
+                           norm="forward")
+
+
+def rfft2(x: Tensor, *, out: Tensor | None = None) -> Tensor:
     """``torch.fft.rfft2(x)`` over the last two dimensions of a real ``(..., H, W)`` tensor,
     ``(..., H, W//2+1)`` complex, with the cheaper backward pass described above (same
-    values and gradients, any order)."""
-    if not x.requires_grad or x.is_complex():
-        return torch.fft.rfft2(x)
+    values and gradients, any order). ``out`` (written in place, returned) only when no
+    gradient is recorded, as for ``torch.fft.rfft2``."""
+    if out is not None or not x.requires_grad or x.is_complex():
+        return torch.fft.rfft2(x, out=out)
     return _RFFT2.apply(x)

@@ -11,7 +11,9 @@ The scattering math (:mod:`.core`) never calls the custom ops directly; it recei
 - ``rfft2`` / ``ifft2`` / ``fft2`` over the last two dimensions;
 - optionally ``maps_vjp(xhat, filters, width, k, grad)``: the gradient in ``xhat`` of
   ``<grad, modulus(ifft2(filter_fold(xhat, filters, width, k)))>`` recomputed from
-  ``xhat`` alone, for the memory-efficient transforms (``None``: autograd recomputes).
+  ``xhat`` alone, for the memory-efficient transforms (``None``: autograd recomputes);
+- ``rfft2_adjoint(g, (H, W))``: the gradient of ``<g, rfft2(x)>`` in ``x`` (``None`` when
+  the backend's ``rfft2`` has no explicit adjoint).
 
 Backends:
 
@@ -36,6 +38,7 @@ import torch
 from torch import Tensor
 
 from difftransforms.ops.fft import rfft2 as _rfft2
+from difftransforms.ops.fft import rfft2_adjoint as _rfft2_adjoint
 
 __all__ = ["BACKENDS", "Backend", "filter_fold_torch", "get_backend"]
 
@@ -58,6 +61,7 @@ class Backend:
     fft2: Callable[[Tensor], Tensor] = torch.fft.fft2
     ifft2: Callable[[Tensor], Tensor] = torch.fft.ifft2
     maps_vjp: Callable[[Tensor, Tensor, int, int, Tensor], Tensor] | None = None
+    rfft2_adjoint: Callable[[Tensor, tuple[int, int]], Tensor] | None = _rfft2_adjoint
 
 
 def _ops_info() -> str | None:
@@ -204,7 +208,8 @@ def get_backend(name: str | Backend = "auto") -> Backend:
         return Backend("compiled", ops[0], ops[1], False,
                        maps_vjp=partial(modulus_maps_vjp, backend="compiled"))
     if name == "torch":
-        return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2)
+        return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2,
+                       rfft2_adjoint=None)
     from difftransforms import ops
 
     info = _ops_info()
@@ -215,7 +220,7 @@ def get_backend(name: str | Backend = "auto") -> Backend:
         return Backend(f"auto: compiled ({info})", ops.filter_fold, ops.modulus, False,
                        maps_vjp=modulus_maps_vjp)
     return Backend("auto: torch" + (f" (ops: {info})" if info else ""), filter_fold_torch,
-                   torch.abs, False, rfft2=torch.fft.fft2)
+                   torch.abs, False, rfft2=torch.fft.fft2, rfft2_adjoint=None)
 
 
 def backend_description(name: str | Backend = "auto") -> str:

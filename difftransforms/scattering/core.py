@@ -131,6 +131,8 @@ CHUNK_BUDGET_BYTES = 192 * 2**20
 MAPS_BUDGET_BYTES = 16 * 2**20
 MAPS_MIN_BYTES = 2**20
 MAPS_FRACTION = 16
+# One autograd node per chunked call when possible (False: a node per chunk; for A/B timing).
+_CHUNKED_NODE = True
 
 
 def run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, per_item_bytes: int,
@@ -187,8 +189,94 @@ def spatial_lowpass(u: Tensor, C: Tensor, D: Tensor) -> Tensor:
     return t.reshape(m, -1, n).transpose(0, 1).reshape(*lead, m, n)
 
 
+def _chunks(N: int, F: int, per_map: int) -> list[tuple[slice, slice]]:
+    """``(rows, filters)`` slices covering an ``(N, F)`` grid of maps, each chunk holding
+    about ``1/MAPS_FRACTION`` of the call's complex maps (between :data:`MAPS_MIN_BYTES`
+    and :data:`MAPS_BUDGET_BYTES`): whole rows when a row fits, else one row split over
+    the filters."""
+    budget = min(MAPS_BUDGET_BYTES, max(MAPS_MIN_BYTES, N * F * per_map // MAPS_FRACTION))
+    maps = max(1, budget // per_map)
+    every = slice(0, F)
+    if maps >= N * F:
+        return [(slice(0, N), every)]
+    if maps >= F:
+        step = maps // F
+        return [(slice(i, min(i + step, N)), every) for i in range(0, N, step)]
+    fstep = -(-F // -(-F // maps))  # equal filter groups of at most `maps`
+    return [(slice(i, i + 1), slice(f, min(f + fstep, F)))
+            for i in range(N) for f in range(0, F, fstep)]
+
+
+class _ChunkedMaps(torch.autograd.Function):
+    """``post(modulus_maps(xhat, filters))`` chunk by chunk for a *linear* ``post`` with a
+    known adjoint, keeping only ``xhat`` for the backward pass.
+
+    Forward: every chunk's maps are computed, passed through ``post`` and written into one
+    preallocated output. Backward: per chunk, ``post_adjoint`` of the output gradient and
+    the backend's ``maps_vjp`` (recomputed complex maps, adjoint applied directly), written
+    (or, over filter groups of one row, added) into one preallocated gradient. One autograd
+    node per call: no per-chunk graph, no concatenation of chunk outputs or gradients, and
+    never more than one chunk's maps alive. First-order gradients only."""
+
+    @staticmethod
+    def forward(ctx, xhat: Tensor, backend: Backend, filters: Tensor,  # type: ignore[override]
+                width: int, k: int, post: Callable[[Tensor], Tensor],
+                post_adjoint: Callable[[Tensor], Tensor],
+                chunks: list[tuple[slice, slice]],
+                post_into: Callable[[Tensor, Tensor], object] | None = None) -> Tensor:
+        ctx.backend, ctx.width, ctx.k = backend, width, k
+        ctx.post_adjoint, ctx.chunks = post_adjoint, chunks
+        ctx.save_for_backward(xhat, filters)
+        out: Tensor | None = None
+        for rows, fs in chunks:
+            u = _modulus_maps(backend, xhat[rows], filters[fs], width, k)
+            if out is None:
+                y = post(u)
+                out = y.new_empty((xhat.shape[0], filters.shape[0], *y.shape[2:]))
+                out[rows, fs] = y
+                del y
+            elif post_into is not None:
+                post_into(u, out[rows, fs])  # contiguous: whole rows, or one row's filters
+            else:
+                out[rows, fs] = post(u)
+            del u
+        assert out is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():
+            raise RuntimeError(_NO_DOUBLE_BACKWARD)
+        xhat, filters = ctx.saved_tensors
+        split = any(fs.stop - fs.start < filters.shape[0] for _, fs in ctx.chunks)
+        gx = torch.zeros_like(xhat) if split else torch.empty_like(xhat)
+        for rows, fs in ctx.chunks:
+            gu = ctx.post_adjoint(g[rows, fs])
+            v = ctx.backend.maps_vjp(xhat[rows], filters[fs], ctx.width, ctx.k, gu)
+            del gu
+            if split:
+                gx[rows] += v
+            else:
+                gx[rows] = v
+            del v
+        return gx, None, None, None, None, None, None, None, None
+
+
+def spatial_lowpass_adjoint(g: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """``C.T @ g @ D`` over the last two dimensions of ``g`` ``(..., m, n)``: the adjoint of
+    :func:`spatial_lowpass`, ``(..., M, N)``."""
+    lead = g.shape[:-2]
+    m, n = g.shape[-2:]
+    M, N = C.shape[1], D.shape[1]
+    t = (g.reshape(-1, n) @ D).reshape(-1, m, N)  # (B, m, N)
+    t = C.T @ t.transpose(0, 1).reshape(m, -1)  # (M, B·N)
+    return t.reshape(M, -1, N).transpose(0, 1).reshape(*lead, M, N)
+
+
 def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int,
-              post: Callable[[Tensor], Tensor], memory_efficient: bool) -> Tensor:
+              post: Callable[[Tensor], Tensor], memory_efficient: bool,
+              post_adjoint: Callable[[Tensor], Tensor] | None = None,
+              post_into: Callable[[Tensor, Tensor], object] | None = None) -> Tensor:
     """``post(modulus_maps(xhat, filters, width, k))`` for a ``post`` acting independently on
     each ``(row, filter)`` map and returning ``(rows, filters, ...)``.
 
@@ -196,27 +284,44 @@ def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: in
     single row) holding about ``1/MAPS_FRACTION`` of the call's complex maps (between
     :data:`MAPS_MIN_BYTES` and :data:`MAPS_BUDGET_BYTES`), each followed by
     ``post`` and recomputed in the backward pass: the full-resolution complex maps of the
-    whole batch never exist at once, and none is stored for the backward pass.
+    whole batch never exist at once, and none is stored for the backward pass. A linear
+    ``post`` with its adjoint ``post_adjoint`` (and a backend with ``maps_vjp``) runs as one
+    autograd node (:class:`_ChunkedMaps`); ``post_into(u, out)``, if given, writes
+    ``post(u)`` into ``out`` (the chunks then land in the result without a copy).
     """
     N, F = xhat.shape[0], filters.shape[0]
     if not memory_efficient:
         return post(modulus_maps(backend, xhat, filters, width, k))
     h, w = xhat.shape[-2] // k, width // k
-    per_map = h * w * xhat.element_size()
-    budget = min(MAPS_BUDGET_BYTES, max(MAPS_MIN_BYTES, N * F * per_map // MAPS_FRACTION))
-    maps = max(1, budget // per_map)
+    chunks = _chunks(N, F, h * w * xhat.element_size())
+    if len(chunks) == 1:
+        return post(modulus_maps(backend, xhat, filters, width, k, recompute=True))
+    need_x = torch.is_grad_enabled() and xhat.requires_grad
+    need_f = torch.is_grad_enabled() and filters.requires_grad
+    if not need_x and not need_f:
+        with torch.no_grad():
+            return _ChunkedMaps.forward(_NoCtx(), xhat, backend, filters, width, k, post, post,
+                                        chunks, post_into)
+    if (_CHUNKED_NODE and not need_f and post_adjoint is not None
+            and backend.maps_vjp is not None):
+        return _ChunkedMaps.apply(xhat, backend, filters, width, k, post, post_adjoint, chunks,
+                                  post_into)
 
-    def run(xc: Tensor, fc: Tensor) -> Tensor:
-        return post(modulus_maps(backend, xc, fc, width, k, recompute=True))
+    def run(rows: slice, fs: slice) -> Tensor:
+        return post(modulus_maps(backend, xhat[rows], filters[fs], width, k, recompute=True))
 
-    if maps >= N * F:
-        return run(xhat, filters)
-    if maps >= F:
-        return torch.cat([run(xc, filters) for xc in xhat.split(maps // F)])
-    n_chunks = -(-F // maps)
-    fsplit = filters.split(-(-F // n_chunks))
-    return torch.cat([torch.cat([run(xc, fc) for fc in fsplit], dim=1)
-                      for xc in xhat.split(1)])
+    if chunks[0][1].stop - chunks[0][1].start == F:
+        return torch.cat([run(rows, fs) for rows, fs in chunks])
+    per_row = -(-F // (chunks[0][1].stop - chunks[0][1].start))
+    return torch.cat([torch.cat([run(rows, fs) for rows, fs in chunks[i:i + per_row]], dim=1)
+                      for i in range(0, len(chunks), per_row)])
+
+
+class _NoCtx:
+    """Stand-in for an autograd context when :class:`_ChunkedMaps` runs without autograd."""
+
+    def save_for_backward(self, *tensors: Tensor) -> None:
+        pass
 
 
 def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
@@ -251,8 +356,13 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
     s1: list[Tensor] = []
     s2: list[Tensor] = []
     for j1 in range(J):
-        u1hat = maps_then(backend, xhat, psi_levels[0][j1], W, 2**j1, backend.rfft2, me)
         h1, w1 = M // 2**j1, W // 2**j1
+        adj1 = (None if backend.rfft2_adjoint is None else
+                lambda g, h1=h1, w1=w1: backend.rfft2_adjoint(g, (h1, w1)))
+        into1 = (None if backend.rfft2_adjoint is None else
+                 lambda u, out: backend.rfft2(u, out=out))
+        u1hat = maps_then(backend, xhat, psi_levels[0][j1], W, 2**j1, backend.rfft2, me, adj1,
+                          into1)
         u1hat = u1hat.reshape(n * L, h1, -1)  # (n·L, h1, w1//2+1)
         s1.append(unpad(_lowpass(backend, u1hat, phi_levels[j1], w1, 2 ** (J - j1)))
                   .reshape(n, L, *out[0].shape[-2:]))
@@ -265,7 +375,11 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
             def post(u2: Tensor, C: Tensor = C, D: Tensor = D) -> Tensor:
                 return spatial_lowpass(u2, C, D)
 
-            s = maps_then(backend, u1hat, psi_levels[j1][j2], w1, 2 ** (j2 - j1), post, me)
+            def adj(g: Tensor, C: Tensor = C, D: Tensor = D) -> Tensor:
+                return spatial_lowpass_adjoint(g, C, D)
+
+            s = maps_then(backend, u1hat, psi_levels[j1][j2], w1, 2 ** (j2 - j1), post, me,
+                          adj)
             blocks.append(s.reshape(n, L, 1, L, *s.shape[-2:]))
         # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
         s2.append(torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:]))
