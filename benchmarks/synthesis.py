@@ -64,6 +64,16 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
 
 
+def example_tile(y: torch.Tensor, size: tuple[int, int]) -> tuple[str, np.ndarray]:
+    """The example's sheet tile: its central crop of the output ``size`` at native scale (a
+    downscaled whole example would make its texture look finer than the synthesis)."""
+    H, W = y.shape[-2:]
+    h, w = min(H, size[0]), min(W, size[1])
+    top, left = (H - h) // 2, (W - w) // 2
+    label = "example" if (h, w) == (H, W) else f"example ({h}x{w} crop of {H}x{W})"
+    return label, to_uint8(y[..., top:top + h, left:left + w])
+
+
 def contact_sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], path: Path,
                   tile: int = 256) -> None:
     """Rows of labelled tiles (each image fitted in ``tile x tile``) written as one PNG."""
@@ -197,7 +207,7 @@ def main() -> None:
         if budget is None and cpu:
             budget = 60.0 if y.shape[1] == 1 else 120.0
         base = texture_baselines(y, metrics=metric_names)
-        tiles = [("example", to_uint8(y))]
+        tiles = [example_tile(y, size)]
         todo: list[tuple[str, Any]] = [(m, None) for m in models]
         if args.plenoptic and name in args.plenoptic_examples.split(","):
             todo.append(("plenoptic-PS", "peer"))
@@ -266,7 +276,7 @@ def main() -> None:
         peer_sheet = ROOT / "assets" / "gallery" / "vs_plenoptic.png"
     prow = [(n, d) for n, d in peers.items() if "plenoptic-PS" in d and "spectra" in d]
     if peer_sheet is not None and prow:
-        contact_sheet([(n, [("example", to_uint8(load_example(n))),
+        contact_sheet([(n, [example_tile(load_example(n), (side, side)),
                             (f"ours: scattering spectra, {d['spectra'][0]:.0f} s",
                              d["spectra"][1]),
                             (f"plenoptic Portilla-Simoncelli, {d['plenoptic-PS'][0]:.0f} s",

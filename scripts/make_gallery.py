@@ -24,7 +24,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.synthesis import EXAMPLES, contact_sheet, load_example, to_uint8  # noqa: E402
+from benchmarks.synthesis import (  # noqa: E402
+    EXAMPLES,
+    contact_sheet,
+    example_tile,
+    load_example,
+    to_uint8,
+)
 
 MODELS = ("cnn", "scattering", "covariance", "spectra")
 LABEL = {
@@ -58,7 +64,7 @@ def main() -> None:
     for name in args.examples.split(","):
         y = load_example(name)
         size = (args.size, args.size)
-        tiles = [("example", to_uint8(y))]
+        tiles = [example_tile(y, size)]
         for model in args.models.split(","):
             t0 = time.perf_counter()
             if args.source is not None:

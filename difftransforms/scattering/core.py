@@ -13,6 +13,7 @@ call, and every second-order path of a ``(j1, j2)`` pair batched over ``(N·L1, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -207,59 +208,85 @@ def _chunks(N: int, F: int, per_map: int) -> list[tuple[slice, slice]]:
             for i in range(N) for f in range(0, F, fstep)]
 
 
+@dataclass(frozen=True)
+class MapsGroup:
+    """One family of modulus maps of a shared spectrum for :func:`maps_then_groups`:
+    ``post(|ifft2(filter_fold(xhat, filters, width, k))|)``.
+
+    ``post`` acts independently on each ``(row, filter)`` map and returns ``(rows, filters,
+    ...)``. A *linear* ``post`` may come with its adjoint ``post_adjoint`` (the memory-
+    efficient backward then applies it explicitly) and ``post_into(u, out)`` writing
+    ``post(u)`` into ``out`` (chunks then land in the result without a copy).
+    """
+
+    filters: Tensor
+    k: int
+    post: Callable[[Tensor], Tensor]
+    post_adjoint: Callable[[Tensor], Tensor] | None = None
+    post_into: Callable[[Tensor, Tensor], object] | None = None
+
+
 class _ChunkedMaps(torch.autograd.Function):
-    """``post(modulus_maps(xhat, filters))`` chunk by chunk for a *linear* ``post`` with a
-    known adjoint, keeping only ``xhat`` for the backward pass.
+    """Every group's ``post(modulus_maps(xhat, filters, width, k))``, chunk by chunk, for
+    linear posts with known adjoints, keeping only ``xhat`` for the backward pass.
 
-    Forward: every chunk's maps are computed, passed through ``post`` and written into one
-    preallocated output. Backward: per chunk, ``post_adjoint`` of the output gradient and
-    the backend's ``maps_vjp`` (recomputed complex maps, adjoint applied directly), written
-    (or, over filter groups of one row, added) into one preallocated gradient. One autograd
-    node per call: no per-chunk graph, no concatenation of chunk outputs or gradients, and
-    never more than one chunk's maps alive. First-order gradients only."""
-
-    @staticmethod
-    def forward(ctx, xhat: Tensor, backend: Backend, filters: Tensor,  # type: ignore[override]
-                width: int, k: int, post: Callable[[Tensor], Tensor],
-                post_adjoint: Callable[[Tensor], Tensor],
-                chunks: list[tuple[slice, slice]],
-                post_into: Callable[[Tensor, Tensor], object] | None = None) -> Tensor:
-        ctx.backend, ctx.width, ctx.k = backend, width, k
-        ctx.post_adjoint, ctx.chunks = post_adjoint, chunks
-        ctx.save_for_backward(xhat, filters)
-        out: Tensor | None = None
-        for rows, fs in chunks:
-            u = _modulus_maps(backend, xhat[rows], filters[fs], width, k)
-            if out is None:
-                y = post(u)
-                out = y.new_empty((xhat.shape[0], filters.shape[0], *y.shape[2:]))
-                out[rows, fs] = y
-                del y
-            elif post_into is not None:
-                post_into(u, out[rows, fs])  # contiguous: whole rows, or one row's filters
-            else:
-                out[rows, fs] = post(u)
-            del u
-        assert out is not None
-        return out
+    Forward: each chunk's maps are computed, passed through ``post`` and written into the
+    group's preallocated output. Backward: per group and chunk, ``post_adjoint`` of the
+    output gradient and the backend's ``maps_vjp`` (recomputed complex maps, adjoint
+    applied directly), written or added into *one* gradient buffer for all groups. One
+    autograd node per spectrum: no per-chunk graph, no concatenation of chunk outputs, no
+    full-size gradient per group (each a fresh, page-faulted allocation) summed afterwards,
+    and never more than one chunk's maps alive. First-order gradients only."""
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def forward(ctx, xhat: Tensor, backend: Backend, width: int,  # type: ignore[override]
+                plan: list[tuple[MapsGroup, list[tuple[slice, slice]]]],
+                *filters: Tensor) -> tuple[Tensor, ...]:
+        ctx.backend, ctx.width, ctx.plan = backend, width, plan
+        ctx.save_for_backward(xhat, *filters)  # the filters' version counters are checked
+        outs = []
+        for group, chunks in plan:
+            out: Tensor | None = None
+            for rows, fs in chunks:
+                u = _modulus_maps(backend, xhat[rows], group.filters[fs], width, group.k)
+                if out is None:
+                    y = group.post(u)
+                    out = y.new_empty((xhat.shape[0], group.filters.shape[0], *y.shape[2:]))
+                    out[rows, fs] = y
+                    del y
+                elif group.post_into is not None:
+                    group.post_into(u, out[rows, fs])  # contiguous: whole rows or one row
+                else:
+                    out[rows, fs] = group.post(u)
+                del u
+            assert out is not None
+            outs.append(out)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):  # type: ignore[override]
         if torch.is_grad_enabled():
             raise RuntimeError(_NO_DOUBLE_BACKWARD)
-        xhat, filters = ctx.saved_tensors
-        split = any(fs.stop - fs.start < filters.shape[0] for _, fs in ctx.chunks)
-        gx = torch.zeros_like(xhat) if split else torch.empty_like(xhat)
-        for rows, fs in ctx.chunks:
-            gu = ctx.post_adjoint(g[rows, fs])
-            v = ctx.backend.maps_vjp(xhat[rows], filters[fs], ctx.width, ctx.k, gu)
-            del gu
-            if split:
-                gx[rows] += v
+        xhat, *filters = ctx.saved_tensors
+        gx: Tensor | None = None
+        for (group, chunks), f, g in zip(ctx.plan, filters, grads, strict=True):
+            split = any(fs.stop - fs.start < f.shape[0] for _, fs in chunks)
+            if gx is None:  # the first group writes (or, split over filters, adds)
+                gx = torch.zeros_like(xhat) if split else torch.empty_like(xhat)
+                add = split
             else:
-                gx[rows] = v
-            del v
-        return gx, None, None, None, None, None, None, None, None
+                add = True
+            for rows, fs in chunks:
+                assert group.post_adjoint is not None
+                gu = group.post_adjoint(g[rows, fs])
+                v = ctx.backend.maps_vjp(xhat[rows], f[fs], ctx.width, group.k, gu)
+                del gu
+                if add:
+                    gx[rows] += v
+                else:
+                    gx[rows] = v
+                del v
+        return gx, None, None, None, *([None] * len(filters))
 
 
 def spatial_lowpass_adjoint(g: Tensor, C: Tensor, D: Tensor) -> Tensor:
@@ -268,53 +295,68 @@ def spatial_lowpass_adjoint(g: Tensor, C: Tensor, D: Tensor) -> Tensor:
     lead = g.shape[:-2]
     m, n = g.shape[-2:]
     M, N = C.shape[1], D.shape[1]
-    t = (g.reshape(-1, n) @ D).reshape(-1, m, N)  # (B, m, N)
-    t = C.T @ t.transpose(0, 1).reshape(m, -1)  # (M, B·N)
-    return t.reshape(M, -1, N).transpose(0, 1).reshape(*lead, M, N)
+    # C.T first, on the small maps: the transposes copy (B, m, n) and (M, B, n) tensors, and
+    # the last product writes the large (B·M, N) result contiguous (no copy of it)
+    t = C.T @ g.reshape(-1, m, n).transpose(0, 1).reshape(m, -1)  # (M, B·n)
+    t = t.reshape(M, -1, n).transpose(0, 1).reshape(-1, n)  # (B·M, n)
+    return (t @ D).reshape(*lead, M, N)
 
 
 def maps_then(backend: Backend, xhat: Tensor, filters: Tensor, width: int, k: int,
               post: Callable[[Tensor], Tensor], memory_efficient: bool,
               post_adjoint: Callable[[Tensor], Tensor] | None = None,
               post_into: Callable[[Tensor, Tensor], object] | None = None) -> Tensor:
-    """``post(modulus_maps(xhat, filters, width, k))`` for a ``post`` acting independently on
-    each ``(row, filter)`` map and returning ``(rows, filters, ...)``.
+    """``post(modulus_maps(xhat, filters, width, k))``: :func:`maps_then_groups` for one
+    :class:`MapsGroup`."""
+    group = MapsGroup(filters, k, post, post_adjoint, post_into)
+    return maps_then_groups(backend, xhat, width, [group], memory_efficient)[0]
+
+
+def maps_then_groups(backend: Backend, xhat: Tensor, width: int, groups: list[MapsGroup],
+                     memory_efficient: bool) -> list[Tensor]:
+    """``group.post(modulus_maps(xhat, group.filters, width, group.k))`` for every group.
 
     With ``memory_efficient``, the maps are computed in chunks of rows (or of filters, for a
     single row) holding about ``1/MAPS_FRACTION`` of the call's complex maps (between
-    :data:`MAPS_MIN_BYTES` and :data:`MAPS_BUDGET_BYTES`), each followed by
-    ``post`` and recomputed in the backward pass: the full-resolution complex maps of the
-    whole batch never exist at once, and none is stored for the backward pass. A linear
-    ``post`` with its adjoint ``post_adjoint`` (and a backend with ``maps_vjp``) runs as one
-    autograd node (:class:`_ChunkedMaps`); ``post_into(u, out)``, if given, writes
-    ``post(u)`` into ``out`` (the chunks then land in the result without a copy).
+    :data:`MAPS_MIN_BYTES` and :data:`MAPS_BUDGET_BYTES`), each followed by ``post`` and
+    recomputed in the backward pass: the full-resolution complex maps of the whole batch
+    never exist at once, and none is stored for the backward pass. When every ``post`` is
+    linear with a known adjoint (and the backend has ``maps_vjp``), all groups run as one
+    autograd node (:class:`_ChunkedMaps`) with one gradient buffer.
     """
-    N, F = xhat.shape[0], filters.shape[0]
     if not memory_efficient:
-        return post(modulus_maps(backend, xhat, filters, width, k))
-    h, w = xhat.shape[-2] // k, width // k
-    chunks = _chunks(N, F, h * w * xhat.element_size())
-    if len(chunks) == 1:
-        return post(modulus_maps(backend, xhat, filters, width, k, recompute=True))
+        return [g.post(modulus_maps(backend, xhat, g.filters, width, g.k)) for g in groups]
+    N = xhat.shape[0]
+    plan = [(g, _chunks(N, g.filters.shape[0],
+                        (xhat.shape[-2] // g.k) * (width // g.k) * xhat.element_size()))
+            for g in groups]
     need_x = torch.is_grad_enabled() and xhat.requires_grad
-    need_f = torch.is_grad_enabled() and filters.requires_grad
+    need_f = torch.is_grad_enabled() and any(g.filters.requires_grad for g in groups)
     if not need_x and not need_f:
         with torch.no_grad():
-            return _ChunkedMaps.forward(_NoCtx(), xhat, backend, filters, width, k, post, post,
-                                        chunks, post_into)
-    if (_CHUNKED_NODE and not need_f and post_adjoint is not None
-            and backend.maps_vjp is not None):
-        return _ChunkedMaps.apply(xhat, backend, filters, width, k, post, post_adjoint, chunks,
-                                  post_into)
+            return list(_ChunkedMaps.forward(_NoCtx(), xhat, backend, width, plan))
+    if (_CHUNKED_NODE and not need_f and backend.maps_vjp is not None
+            and all(g.post_adjoint is not None for g in groups)):
+        return list(_ChunkedMaps.apply(xhat, backend, width, plan,
+                                       *[g.filters for g in groups]))
 
-    def run(rows: slice, fs: slice) -> Tensor:
-        return post(modulus_maps(backend, xhat[rows], filters[fs], width, k, recompute=True))
+    def run(g: MapsGroup, rows: slice, fs: slice) -> Tensor:
+        return g.post(modulus_maps(backend, xhat[rows], g.filters[fs], width, g.k,
+                                   recompute=True))
 
-    if chunks[0][1].stop - chunks[0][1].start == F:
-        return torch.cat([run(rows, fs) for rows, fs in chunks])
-    per_row = -(-F // (chunks[0][1].stop - chunks[0][1].start))
-    return torch.cat([torch.cat([run(rows, fs) for rows, fs in chunks[i:i + per_row]], dim=1)
-                      for i in range(0, len(chunks), per_row)])
+    outs = []
+    for g, chunks in plan:
+        F = g.filters.shape[0]
+        if len(chunks) == 1:
+            outs.append(run(g, *chunks[0]))
+        elif chunks[0][1].stop - chunks[0][1].start == F:
+            outs.append(torch.cat([run(g, rows, fs) for rows, fs in chunks]))
+        else:
+            per_row = -(-F // (chunks[0][1].stop - chunks[0][1].start))
+            outs.append(torch.cat([torch.cat([run(g, rows, fs) for rows, fs in
+                                              chunks[i:i + per_row]], dim=1)
+                                   for i in range(0, len(chunks), per_row)]))
+    return outs
 
 
 class _NoCtx:
@@ -368,7 +410,7 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
                   .reshape(n, L, *out[0].shape[-2:]))
         if max_order < 2 or j1 == J - 1:
             continue
-        blocks = []
+        groups = []
         for j2 in range(j1 + 1, J):
             C, D = lowpass[j2]
 
@@ -378,9 +420,10 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
             def adj(g: Tensor, C: Tensor = C, D: Tensor = D) -> Tensor:
                 return spatial_lowpass_adjoint(g, C, D)
 
-            s = maps_then(backend, u1hat, psi_levels[j1][j2], w1, 2 ** (j2 - j1), post, me,
-                          adj)
-            blocks.append(s.reshape(n, L, 1, L, *s.shape[-2:]))
+            groups.append(MapsGroup(psi_levels[j1][j2], 2 ** (j2 - j1), post, adj))
+        # every j2 of this j1 in one call: one node, one gradient buffer for u1hat
+        blocks = [s.reshape(n, L, 1, L, *s.shape[-2:])
+                  for s in maps_then_groups(backend, u1hat, w1, groups, me)]
         # (n, L1, j2, L2, h, w): kymatio's (θ1, j2, θ2) order within j1
         s2.append(torch.cat(blocks, dim=2).reshape(n, -1, *blocks[0].shape[-2:]))
     return torch.cat(out + s1 + s2, dim=1)
