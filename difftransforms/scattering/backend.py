@@ -11,9 +11,7 @@ The scattering math (:mod:`.core`) never calls the custom ops directly; it recei
 - ``rfft2`` / ``ifft2`` / ``fft2`` over the last two dimensions;
 - optionally ``maps_vjp(xhat, filters, width, k, grad)``: the gradient in ``xhat`` of
   ``<grad, modulus(ifft2(filter_fold(xhat, filters, width, k)))>`` recomputed from
-  ``xhat`` alone, for the memory-efficient transforms (``None``: autograd recomputes);
-- ``rfft2_adjoint(g, (H, W))``: the gradient of ``<g, rfft2(x)>`` in ``x`` (``None`` when
-  the backend's ``rfft2`` has no explicit adjoint).
+  ``xhat`` alone, for the memory-efficient transforms (``None``: autograd recomputes).
 
 Backends:
 
@@ -38,7 +36,6 @@ import torch
 from torch import Tensor
 
 from difftransforms.ops.fft import rfft2 as _rfft2
-from difftransforms.ops.fft import rfft2_adjoint as _rfft2_adjoint
 
 __all__ = ["BACKENDS", "Backend", "filter_fold_torch", "get_backend"]
 
@@ -61,7 +58,6 @@ class Backend:
     fft2: Callable[[Tensor], Tensor] = torch.fft.fft2
     ifft2: Callable[[Tensor], Tensor] = torch.fft.ifft2
     maps_vjp: Callable[[Tensor, Tensor, int, int, Tensor], Tensor] | None = None
-    rfft2_adjoint: Callable[[Tensor, tuple[int, int]], Tensor] | None = _rfft2_adjoint
 
 
 def _ops_info() -> str | None:
@@ -208,8 +204,7 @@ def get_backend(name: str | Backend = "auto") -> Backend:
         return Backend("compiled", ops[0], ops[1], False,
                        maps_vjp=partial(modulus_maps_vjp, backend="compiled"))
     if name == "torch":
-        return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2,
-                       rfft2_adjoint=None)
+        return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2)
     from difftransforms import ops
 
     info = _ops_info()
@@ -220,7 +215,7 @@ def get_backend(name: str | Backend = "auto") -> Backend:
         return Backend(f"auto: compiled ({info})", ops.filter_fold, ops.modulus, False,
                        maps_vjp=modulus_maps_vjp)
     return Backend("auto: torch" + (f" (ops: {info})" if info else ""), filter_fold_torch,
-                   torch.abs, False, rfft2=torch.fft.fft2, rfft2_adjoint=None)
+                   torch.abs, False, rfft2=torch.fft.fft2)
 
 
 def backend_description(name: str | Backend = "auto") -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from difftransforms.ops.fft import rfft2, rfft2_adjoint
+
 from .backend import Backend
 
 __all__ = ["fold", "modulus_maps", "moments_core", "scattering2d_core"]
@@ -132,8 +134,6 @@ CHUNK_BUDGET_BYTES = 192 * 2**20
 MAPS_BUDGET_BYTES = 16 * 2**20
 MAPS_MIN_BYTES = 2**20
 MAPS_FRACTION = 16
-# One autograd node per chunked call when possible (False: a node per chunk; for A/B timing).
-_CHUNKED_NODE = True
 
 
 def run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, per_item_bytes: int,
@@ -335,7 +335,7 @@ def maps_then_groups(backend: Backend, xhat: Tensor, width: int, groups: list[Ma
     if not need_x and not need_f:
         with torch.no_grad():
             return list(_ChunkedMaps.forward(_NoCtx(), xhat, backend, width, plan))
-    if (_CHUNKED_NODE and not need_f and backend.maps_vjp is not None
+    if (not need_f and backend.maps_vjp is not None
             and all(g.post_adjoint is not None for g in groups)):
         return list(_ChunkedMaps.apply(xhat, backend, width, plan,
                                        *[g.filters for g in groups]))
@@ -344,18 +344,15 @@ def maps_then_groups(backend: Backend, xhat: Tensor, width: int, groups: list[Ma
         return g.post(modulus_maps(backend, xhat[rows], g.filters[fs], width, g.k,
                                    recompute=True))
 
+    def cat(parts: list[Tensor], dim: int) -> Tensor:
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
     outs = []
     for g, chunks in plan:
-        F = g.filters.shape[0]
-        if len(chunks) == 1:
-            outs.append(run(g, *chunks[0]))
-        elif chunks[0][1].stop - chunks[0][1].start == F:
-            outs.append(torch.cat([run(g, rows, fs) for rows, fs in chunks]))
-        else:
-            per_row = -(-F // (chunks[0][1].stop - chunks[0][1].start))
-            outs.append(torch.cat([torch.cat([run(g, rows, fs) for rows, fs in
-                                              chunks[i:i + per_row]], dim=1)
-                                   for i in range(0, len(chunks), per_row)]))
+        rows_parts: dict[tuple[int, int], list[Tensor]] = {}  # filter groups of each row chunk
+        for rows, fs in chunks:
+            rows_parts.setdefault((rows.start, rows.stop), []).append(run(g, rows, fs))
+        outs.append(cat([cat(p, 1) for p in rows_parts.values()], 0))
     return outs
 
 
@@ -399,10 +396,10 @@ def scattering2d_core(x: Tensor, backend: Backend, psi_levels: list[Tensor],
     s2: list[Tensor] = []
     for j1 in range(J):
         h1, w1 = M // 2**j1, W // 2**j1
-        adj1 = (None if backend.rfft2_adjoint is None else
-                lambda g, h1=h1, w1=w1: backend.rfft2_adjoint(g, (h1, w1)))
-        into1 = (None if backend.rfft2_adjoint is None else
-                 lambda u, out: backend.rfft2(u, out=out))
+        # the ops' rfft2 (half spectrum) has an explicit adjoint and writes in place
+        ours = backend.rfft2 is rfft2
+        adj1 = (lambda g, h1=h1, w1=w1: rfft2_adjoint(g, (h1, w1))) if ours else None
+        into1 = (lambda u, out: rfft2(u, out=out)) if ours else None
         u1hat = maps_then(backend, xhat, psi_levels[0][j1], W, 2**j1, backend.rfft2, me, adj1,
                           into1)
         u1hat = u1hat.reshape(n * L, h1, -1)  # (n·L, h1, w1//2+1)
