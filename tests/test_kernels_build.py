@@ -57,6 +57,42 @@ def test_cuda_sources_compile(tmp_path):
     print(f"CUDA sources compile-only check took {time.perf_counter() - t0:.0f} s")
 
 
+_LINK_AND_LOAD = """
+import sys, torch
+torch.cuda.is_available = lambda: True  # build as on a GPU machine; no kernel is launched
+from difftransforms.ops import _build
+st = _build.load("cuda")
+print(st.reason)
+if not st.loaded:
+    sys.exit(1)
+for op in ("filter_fold", "filter_fold_backward", "modulus", "modulus_backward"):
+    table = torch._C._dispatch_dump(f"difftransforms::{op}")
+    assert "\\nCUDA: registered at" in table and "modconv_cuda_ops.cpp" in table, table
+print("CUDA kernels registered")
+"""
+
+
+def test_cuda_extension_builds_links_and_registers(tmp_path):
+    """The whole CUDA extension through the loader's real build path (nvcc, host glue, link
+    against torch and cudart), loaded in a fresh process: no undefined symbol, and every op
+    has a CUDA kernel registered in the dispatcher. Skipped only without nvcc / a compiler.
+    (Running the kernels needs a GPU: test_ops_modconv.py's CUDA cases and, thread by thread
+    on the CPU, test_cuda_emulation.py.)"""
+    nvcc = _nvcc()
+    if nvcc is None or torch.version.cuda is None:
+        pytest.skip("nvcc or a CUDA build of torch missing: the CUDA extension cannot be built")
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is None or _build.backend_setting() == "reference":
+        pytest.skip("no C++ compiler, or DIFFTRANSFORMS_BACKEND=reference")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), _build.CACHE_ENV: str(tmp_path / "cache"),
+           "CUDA_HOME": str(Path(nvcc).parent.parent),
+           "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")}
+    res = subprocess.run([sys.executable, "-c", _LINK_AND_LOAD], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "CUDA kernels registered" in res.stdout
+
+
 def test_cpu_extension_loads_and_is_cached():
     if _build.backend_setting() == "reference":
         pytest.skip("DIFFTRANSFORMS_BACKEND=reference")
@@ -165,5 +201,5 @@ def test_build_py_ships_kernel_sources(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     shipped = tmp_path / "difftransforms" / "_kernels"
     for name in ("modconv.cpp", "modconv.h", "modconv_shape.h", "modconv_cuda.cu",
-                 "modconv_cuda_ops.cpp"):
+                 "modconv_cuda_kernels.cuh", "modconv_cuda_ops.cpp"):
         assert (shipped / name).read_bytes() == (KERNELS / name).read_bytes()

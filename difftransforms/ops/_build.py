@@ -58,6 +58,7 @@ _BACKENDS = ("auto", "reference", "cpp")
 _CPU_SOURCES = ("modconv.cpp",)
 _CUDA_SOURCES = ("modconv_cuda_ops.cpp", "modconv_cuda.cu")
 _HEADERS = ("modconv.h", "modconv_shape.h")
+_CUDA_HEADERS = ("modconv_cuda_kernels.cuh",)
 _NAMES = {"cpu": "difftransforms_C", "cuda": "difftransforms_cuda"}
 
 # -march=native: the kernels are built on the machine that runs them (the cache key includes
@@ -229,7 +230,8 @@ def _build_and_load(st: ExtensionStatus, src: Path) -> None:
     name = _NAMES[kind]
     sources = [src / s for s in (_CUDA_SOURCES if kind == "cuda" else _CPU_SOURCES)]
     flags = _CFLAGS + _LDFLAGS + (_CUDA_CFLAGS if kind == "cuda" else [])
-    digest = _hash(sources + [src / h for h in _HEADERS], flags + _toolchain_key(kind))
+    headers = _HEADERS + (_CUDA_HEADERS if kind == "cuda" else ())
+    digest = _hash(sources + [src / h for h in headers], flags + _toolchain_key(kind))
     build_dir = cache_root() / f"{name}-{digest[:16]}"
     lib = build_dir / _lib_name(name)
     log = build_dir / "build.log"
