@@ -338,6 +338,45 @@ def test_filter_fold_torch_matches_reference(k, device):
                                     fast_mode=True)
 
 
+def test_auto_backend_uses_the_torch_fold_where_ops_are_not_built(monkeypatch):
+    """'auto' with the CPU ops compiled: on a device type whose compiled ops are not built
+    (a CUDA machine without nvcc), the fast non-materialising torch fold runs, not the ops'
+    reference fallback; values and input gradients are unchanged (chunked and stored)."""
+    from difftransforms.ops import _build
+    from difftransforms.scattering import backend as bk
+
+    auto = get_backend("auto")
+    if "compiled" not in auto.name.split("(")[0]:
+        pytest.skip(f"compiled CPU ops not built: {auto.name}")
+    calls = []
+    real_torch_fold = bk.filter_fold_torch
+
+    def counting(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(a[0].shape)
+        return real_torch_fold(*a, **kw)
+
+    x = torch.rand(2, 24, 20, dtype=torch.float64, requires_grad=True)
+    for me in (True, False):
+        want = scattering2d(x, 2, 4, backend="reference", memory_efficient=me)
+        (gwant,) = torch.autograd.grad(want.square().sum(), x)
+        with monkeypatch.context() as m:
+            m.setattr(_build, "compiled_available", lambda device_type: False)
+            m.setattr(bk, "filter_fold_torch", counting)
+            got = scattering2d(x, 2, 4, backend=auto, memory_efficient=me)
+            (ggot,) = torch.autograd.grad(got.square().sum(), x)
+        assert calls, "the torch fold was not used"
+        calls.clear()
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ggot, gwant, rtol=1e-10, atol=1e-12)
+    with monkeypatch.context() as m:  # where the ops are built, they run
+        m.setattr(bk, "filter_fold_torch", counting)
+        scattering2d(x, 2, 4, backend=auto).sum().backward()
+    assert not calls
+    m = scattering_moments(x.detach(), 2, 4, backend=auto)
+    torch.testing.assert_close(m, scattering_moments(x.detach(), 2, 4, backend="reference"),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_backends():
     assert get_backend("reference").name == "reference"
     assert get_backend("torch").name == "torch"

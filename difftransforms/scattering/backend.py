@@ -21,7 +21,10 @@ Backends:
   are not built);
 - ``"torch"``: a faster pure-PyTorch fold (full complex spectrum from ``fft2``, the fold
   as a sum over the ``k²`` aliased blocks, blocks where the filters vanish skipped);
-- ``"auto"``: ``"compiled"`` when the ops report a compiled backend, else ``"torch"``.
+- ``"auto"``: when the compiled CPU ops are built, each call runs the compiled op if it is
+  built for the tensor's device and the ``"torch"`` fold otherwise (a CUDA machine without
+  nvcc gets the fast pure-PyTorch fold, not the materialising reference); without them,
+  ``"torch"``.
 
 A backend's ``rfft2`` produces whatever spectrum its ``filter_fold`` consumes: the half
 spectrum for the ops, the full spectrum for ``"torch"``.
@@ -205,17 +208,54 @@ def get_backend(name: str | Backend = "auto") -> Backend:
                        maps_vjp=partial(modulus_maps_vjp, backend="compiled"))
     if name == "torch":
         return Backend("torch", filter_fold_torch, torch.abs, False, rfft2=torch.fft.fft2)
-    from difftransforms import ops
-
     info = _ops_info()
     compiled = info is not None and "compiled" in info.lower() and "reference" not in info.lower()
     if compiled:
-        from difftransforms.ops.modconv import modulus_maps_vjp
-
-        return Backend(f"auto: compiled ({info})", ops.filter_fold, ops.modulus, False,
-                       maps_vjp=modulus_maps_vjp)
+        return Backend(f"auto: compiled ({info}), else torch per device", _auto_filter_fold,
+                       _auto_modulus, False, maps_vjp=_auto_maps_vjp)
     return Backend("auto: torch" + (f" (ops: {info})" if info else ""), filter_fold_torch,
                    torch.abs, False, rfft2=torch.fft.fft2)
+
+
+# "auto" when the compiled CPU ops are built: each call runs the compiled op on a device where
+# it is built and the pure-PyTorch "torch" fold elsewhere. The ops' own fallback is the
+# reference, which materialises the full-resolution product (k² times the folded maps): a
+# CUDA machine without nvcc must not get that silently while the CPU kernels are compiled.
+
+
+def _compiled_on(t: Tensor) -> bool:
+    from difftransforms.ops import _build
+
+    if _build.backend_setting() == "cpp":
+        return _build.use_compiled(t.device.type)  # a clear error where it is not built
+    return _build.compiled_available(t.device.type)
+
+
+def _auto_filter_fold(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
+    from difftransforms import ops
+
+    if _compiled_on(xhat) or filters.requires_grad:  # the torch fold has no filter gradient
+        return ops.filter_fold(xhat, filters, width, k)
+    return filter_fold_torch(xhat, filters.to(xhat.real.dtype), width, k)
+
+
+def _auto_modulus(z: Tensor) -> Tensor:
+    from difftransforms import ops
+
+    return ops.modulus(z) if _compiled_on(z) else torch.abs(z)
+
+
+def _auto_maps_vjp(xhat: Tensor, filters: Tensor, width: int, k: int, grad: Tensor) -> Tensor:
+    from difftransforms.ops.modconv import modulus_maps_vjp
+
+    if _compiled_on(xhat):
+        return modulus_maps_vjp(xhat, filters, width, k, grad)
+    with torch.enable_grad():  # recompute with the torch fold and differentiate
+        xd = xhat.detach().requires_grad_(True)
+        f = filters.detach().to(xhat.real.dtype)
+        u = torch.abs(torch.fft.ifft2(filter_fold_torch(xd, f, width, k)))
+        (gx,) = torch.autograd.grad(u, xd, grad.to(u.dtype))
+    return gx
 
 
 def backend_description(name: str | Backend = "auto") -> str:
