@@ -231,6 +231,8 @@ inline T hypot_scale(T re, T im) {
 
 template <typename T>
 inline T abs_c(T re, T im) {
+  // like hypot: an infinite component gives +inf, even with a NaN beside it
+  if (std::isinf(re) || std::isinf(im)) return std::numeric_limits<T>::infinity();
   const T sc = hypot_scale(re, im);
   const T a = re / sc, b = im / sc;
   return sc * std::sqrt(a * a + b * b);

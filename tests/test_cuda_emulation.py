@@ -179,6 +179,13 @@ def test_modulus_kernels(emu, dtype, grid, block):
                                rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
 
 
+def test_modulus_kernel_non_finite_values(emu, dtype):
+    inf, nan = float("inf"), float("nan")
+    z = torch.tensor([complex(inf, 0), complex(0, -inf), complex(inf, nan), complex(nan, inf),
+                      complex(nan, 1), complex(3, 4)], dtype=CDTYPE[dtype])
+    torch.testing.assert_close(emu.modulus(z), z.abs(), equal_nan=True)
+
+
 def test_scattering_like_pipeline_gradient(emu):
     """x -> rfft2 -> fold -> ifft2 -> |.| -> weighted sum, every kernel emulated: the gradient
     equals autograd through the reference ops (float64)."""

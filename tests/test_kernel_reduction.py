@@ -302,3 +302,40 @@ def test_kernel_sum_module_learnable_sigma():
     out = m(x, x, torch.ones(20, 1)).sum()
     out.backward()
     assert m.log_sigma.grad is not None and m.log_sigma.grad.abs() > 0
+
+
+def test_half_precision_is_refused_clearly():
+    x = torch.zeros(1, 2)
+    y = torch.full((100, 2), 10.0) + torch.rand(100, 2)
+    b = torch.ones(100, 1)
+    for t in (torch.float16, torch.bfloat16):
+        with pytest.raises(TypeError, match="float32 or float64.*x.float"):
+            kernel_sum(x.to(t), y.to(t), b.to(t))
+
+
+def test_vector_weights_rule_does_not_depend_on_batch_size():
+    """b with one dimension fewer than y and M entries last is per-point scalars, also when
+    the batch size happens to equal M (it used to switch to (M, E) weights then)."""
+    g = torch.Generator().manual_seed(0)
+    for B in (4, 5, 6):
+        x = torch.randn(B, 4, 3, generator=g, dtype=torch.float64)
+        y = torch.randn(B, 5, 3, generator=g, dtype=torch.float64)
+        b = torch.randn(B, 5, generator=g, dtype=torch.float64)
+        a = kernel_sum(x, y, b, sigma=0.7)
+        assert a.shape == (B, 4)
+        dense = torch.exp(-torch.cdist(x, y) ** 2 / 0.7**2) @ b[..., None]
+        torch.testing.assert_close(a, dense[..., 0])
+
+
+def test_median_heuristic_with_coincident_points_uses_the_cloud_scale():
+    z = torch.tensor([[0.0], [0.0], [0.0], [0.0], [0.01]])
+    assert float(median_heuristic(z)) == pytest.approx(0.01)
+    assert float(median_heuristic(torch.zeros(4, 2))) == 1.0
+
+
+def test_kernel_sum_module_rejects_bad_sigma():
+    from difftransforms.ops import KernelSum
+
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+            KernelSum(sigma=bad)

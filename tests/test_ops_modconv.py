@@ -212,6 +212,14 @@ def test_modulus_fast_and_scaled_blocks(ops, device, dtype):
     assert (gz[1, 4000:4010] == 0).all()
 
 
+def test_modulus_of_non_finite_values_is_torch_abs(ops, device, dtype):
+    inf, nan = float("inf"), float("nan")
+    vals = [complex(inf, 0), complex(0, -inf), complex(inf, nan), complex(nan, inf),
+            complex(nan, 1), complex(-inf, inf), complex(3, 4)]
+    z = torch.tensor(vals * 40, dtype=CDTYPE[dtype], device=device)  # > one 512 block too
+    torch.testing.assert_close(ops.modulus(z), z.abs(), equal_nan=True)
+
+
 def test_modulus_gradgradcheck(ops, device):
     z = torch.randn(3, 5, dtype=torch.complex128, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(ops.modulus, (z,))
@@ -362,3 +370,27 @@ def test_modulus_maps_vjp_equals_autograd(device, backend):
     (want,) = torch.autograd.grad((u * g).sum(), xd)
     assert torch.isfinite(torch.view_as_real(got)).all()
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_public_api_argument_types():
+    import numpy as np
+
+    xhat = torch.fft.rfft2(torch.rand(2, 8, 12))
+    f = torch.rand(3, 8, 12)
+    assert filter_fold(xhat, f, np.int64(12), np.int64(2)).shape == (2, 3, 4, 6)
+    with pytest.raises(TypeError, match="width must be an integer"):
+        filter_fold(xhat, f, 12.7, 2)
+    with pytest.raises(ValueError, match="grad must be complex64/complex128"):
+        filter_fold_backward(torch.rand(2, 3, 4, 6), f, 2)
+    with pytest.raises(ValueError, match="does not match filters"):
+        filter_fold_backward(torch.rand(2, 3, 4, 5, dtype=torch.complex64), f, 2)
+    g = torch.randn(2, 3, 4, 6, dtype=torch.complex128)
+    for backend in ("reference", None):  # float32 filters follow grad's precision
+        out = filter_fold_backward(g, f, 2, backend=backend)
+        assert out.dtype == torch.complex128
+        torch.testing.assert_close(out, filter_fold_backward(g, f.double(), 2,
+                                                             backend="reference"))
+    from difftransforms.ops import modulus_maps_vjp
+
+    with pytest.raises(ValueError, match="real floating"):
+        modulus_maps_vjp(xhat, f, 12, 2, g)

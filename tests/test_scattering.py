@@ -542,3 +542,63 @@ def test_covariance_moments_power(dtype, device):
     assert rel_err(out[:, 2:], P.reshape(2, -1)) < (1e-6 if dtype == torch.float64 else 1e-5)
     normed = covariance_moments(x, J, L)
     assert torch.allclose(normed[:, 2:] * normed[:, 1:2], P.reshape(2, -1), rtol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(0, 24, 20), (2, 0, 24, 20)], ids=["B=0", "C=0"])
+def test_empty_batches_give_empty_outputs(shape):
+    """No images in: empty outputs of the right shape (and an empty gradient), never an FFT
+    library error, from every front-end."""
+    x = torch.rand(shape, requires_grad=True)
+    lead = shape[:-2]
+    cases = [
+        (lambda z: scattering2d(z, J=2, L=2), (9, 6, 5)),
+        (lambda z: Scattering2D(2, (24, 20), L=2)(z), (9, 6, 5)),
+        (lambda z: scattering2d(z, J=2, L=2, padding="periodic"), (9, 6, 5)),
+        (lambda z: ScatteringMoments(2, 2)(z), (10,)),
+        (lambda z: scattering_moments(z, 2, 2, memory_efficient=False), (10,)),
+        (lambda z: CovarianceMoments(2, 2)(z), (6,)),
+        (lambda z: ScatteringSpectra(2, 2)(z), (98,)),
+    ]
+    for fn, tail in cases:
+        y = fn(x)
+        assert y.shape == (*lead, *tail)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert g.shape == x.shape
+
+
+def test_module_in_float64_equals_functional_exactly():
+    """.double() refills the filters from the float64 bank (not an upcast of float32
+    filters), so module and functional agree to float64 precision."""
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    S = Scattering2D(J=3, shape=(32, 32), L=4).double()
+    torch.testing.assert_close(S(x), scattering2d(x, J=3, L=4), rtol=1e-13, atol=1e-15)
+    S32 = S.float()  # and back: float32 filters rounded from float64
+    assert S32.psi_0.dtype == torch.float32
+    torch.testing.assert_close(S32(x.float()), scattering2d(x.float(), J=3, L=4))
+
+
+def test_functional_filters_are_cast_once_and_cached():
+    from difftransforms.scattering.scattering2d import bank_for
+
+    x = torch.rand(1, 32, 32)
+    a = bank_for((32, 32), 2, 4, x)
+    assert bank_for((32, 32), 2, 4, x) is a  # no rebuild, no second cast
+    assert a.psi.dtype == torch.float32 and a.psi_levels[0] is a.psi  # level 0 shared
+    assert bank_for((32, 32), 2, 4, x.double()).psi.dtype == torch.float64
+
+
+def test_integer_parameters_validation():
+    """NumPy integers are integers; bools, floats and non-positive sizes are refused with the
+    parameter's name, the same way in every front-end."""
+    S = Scattering2D(J=np.int64(2), shape=np.array([16, 16]), L=np.int64(2))
+    assert S(torch.rand(1, 16, 16)).shape == (1, 9, 4, 4)
+    assert morlet_filter_bank(np.array([16, 16]), np.int64(2), 4).psi.shape == (2, 4, 16, 16)
+    for make in (lambda: morlet_filter_bank((16, 16), True), lambda: gabor_filter_bank((16, 16),
+                 True), lambda: Scattering2D(J=True, shape=(16, 16)),
+                 lambda: morlet_filter_bank((16, 16), 2.0)):
+        with pytest.raises(ValueError, match="J must be an int >= 1"):
+            make()
+    with pytest.raises(ValueError, match="shape must be two positive ints"):
+        Scattering2D(J=1, shape=(-4, 16))
+    with pytest.raises(ValueError, match="at least 2x2 pixels"):
+        scattering2d(torch.rand(1, 2), J=1)

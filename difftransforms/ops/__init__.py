@@ -9,7 +9,14 @@ from .kernel_reduction import (
     median_heuristic,
     mmd,
 )
-from .modconv import backend_info, filter_fold, filter_fold_backward, modulus
+from .modconv import (
+    backend_info,
+    compiled_available,
+    filter_fold,
+    filter_fold_backward,
+    modulus,
+    modulus_maps_vjp,
+)
 from .modconv_reference import filter_fold_reference, modulus_reference
 
 __all__ = [
@@ -21,9 +28,11 @@ __all__ = [
     "median_heuristic",
     "mmd",
     "backend_info",
+    "compiled_available",
     "filter_fold",
     "filter_fold_backward",
     "filter_fold_reference",
     "modulus",
+    "modulus_maps_vjp",
     "modulus_reference",
 ]

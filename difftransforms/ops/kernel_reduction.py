@@ -248,6 +248,10 @@ def _check_points(t: Tensor, name: str, ndim_min: int = 2) -> None:
     if not t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name} must be a real floating-point tensor, got {t.dtype}; "
                         f"convert with {name}.float()")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name} is {t.dtype}: kernel reductions need float32 or float64 (in "
+                        f"half precision the squared distances and the exponentials lose "
+                        f"the small kernel values); convert with {name}.float()")
     if t.dim() < ndim_min:
         raise ValueError(f"{name} must have shape (..., N, D), got {tuple(t.shape)}")
 
@@ -271,7 +275,9 @@ def kernel_sum(x: Tensor, y: Tensor, b: Tensor, kernel: str = "gaussian",
     Args:
         x: ``(..., N, D)`` points where the result is evaluated.
         y: ``(..., M, D)`` source points.
-        b: ``(..., M, E)`` (or ``(..., M)``) weights carried by ``y``.
+        b: ``(..., M, E)`` (or ``(..., M)``) weights carried by ``y``. A ``b`` with one
+            dimension fewer than ``y`` and ``M`` entries last is always read as ``(..., M)``
+            scalars; give ``(M, E)`` weights for a batched ``y`` their batch dimensions.
         kernel: ``"gaussian"`` ``exp(-|x-y|^2/sigma^2)``, ``"laplacian"``
             ``exp(-|x-y|/sigma)`` or ``"energy"`` ``-|x-y|`` (``sigma`` unused).
         sigma: scale, a float or a scalar tensor (differentiable).
@@ -279,7 +285,7 @@ def kernel_sum(x: Tensor, y: Tensor, b: Tensor, kernel: str = "gaussian",
             points are sorted into k-d tree blocks and tiles whose kernel bound is negligible
             are skipped, with the guarantee ``max_i |a_i - a~_i|_2 <= eps`` (see
             :mod:`.kernel_cluster`). Near-linear time when ``sigma`` is small vs the cloud.
-        block_size: rows/columns per tile (default 1024 on CPU, 8192 on CUDA).
+        block_size: rows/columns per tile (default 512 on CPU, 8192 on CUDA).
 
     Returns:
         ``(..., N, E)`` (or ``(..., N)``), leading dims broadcast between ``x``, ``y``, ``b``.
@@ -295,7 +301,9 @@ def kernel_sum(x: Tensor, y: Tensor, b: Tensor, kernel: str = "gaussian",
     _check_points(y, "y")
     _check_points(b, "b", 1)
     m_ = y.shape[-2]
-    vec = b.dim() == 1 or (b.dim() == y.dim() - 1 and b.shape[-1] == m_ and b.shape[-2] != m_)
+    # one fixed rule (whatever the batch sizes): b with one dimension fewer than y and M
+    # entries last holds one scalar per point of y
+    vec = b.dim() == 1 or (b.dim() == y.dim() - 1 and b.shape[-1] == m_)
     if vec:
         b = b.unsqueeze(-1)
     if x.shape[-1] != y.shape[-1]:
@@ -534,6 +542,8 @@ def median_heuristic(x: Tensor, y: Tensor | None = None, *, max_points: int = 10
                      generator: torch.Generator | None = None) -> Tensor:
     """Median pairwise distance of the pooled points ``(N, D)`` (detached, a scalar tensor),
     on a random subsample of at most ``max_points`` points. A common bandwidth choice.
+    When more than half of the pairs coincide (median 0), the largest distance is used; 1
+    when all points coincide or there are fewer than two: never a zero bandwidth.
 
     >>> float(median_heuristic(torch.tensor([[0.0], [1.0], [3.0]])))
     2.0
@@ -550,7 +560,8 @@ def median_heuristic(x: Tensor, y: Tensor | None = None, *, max_points: int = 10
     if vals.numel() == 0:
         return z.new_ones(())
     med = vals.median()
-    return torch.where(med > 0, med, vals.max().clamp_min(1.0))
+    top = vals.max()
+    return torch.where(med > 0, med, torch.where(top > 0, top, torch.ones_like(top)))
 
 
 def _as_clouds(f: Tensor, name: str) -> Tensor:
@@ -624,6 +635,8 @@ class KernelSum(nn.Module):
         super().__init__()
         _check_kernel(kernel)
         self.kernel, self.eps = kernel, eps
+        if not float(sigma) > 0 or not math.isfinite(float(sigma)):
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
         t = torch.tensor(math.log(sigma))
         if learnable:
             self.log_sigma = nn.Parameter(t)

@@ -28,6 +28,8 @@ Example (a real image, 4 filters, fold factor 2):
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -63,6 +65,16 @@ def _use_compiled(device_type: str, backend: str | None) -> bool:
     return _build.use_compiled(device_type)
 
 
+def _as_int(v: object, name: str) -> int:
+    """An integer argument (Python or NumPy int, 0-d integer tensor); no silent truncation."""
+    if isinstance(v, bool):
+        raise TypeError(f"filter_fold: {name} must be an integer, got {v!r}")
+    try:
+        return operator.index(v)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"filter_fold: {name} must be an integer, got {v!r}") from None
+
+
 def _check_fold_args(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:
     """Validate the arguments of :func:`filter_fold`; return filters in xhat's precision."""
     if not isinstance(xhat, Tensor) or not isinstance(filters, Tensor):
@@ -76,7 +88,7 @@ def _check_fold_args(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tenso
     if xhat.device != filters.device:
         raise ValueError(f"filter_fold: xhat is on {xhat.device} but filters are on "
                          f"{filters.device}; move them to the same device")
-    width, k = int(width), int(k)
+    width, k = _as_int(width, "width"), _as_int(k, "k")
     H, wr = xhat.shape[-2:]
     if width < 1 or wr != width // 2 + 1:
         raise ValueError(f"filter_fold: xhat has {wr} columns but width={width} needs "
@@ -125,9 +137,27 @@ def filter_fold_backward(grad: Tensor, filters: Tensor, k: int, *,
     ``filter_fold``'s backward computes (PyTorch's conjugate-Wirtinger convention): the tiled
     gradient times the filters, plus the conjugated contribution of the mirrored columns.
     """
+    if not isinstance(grad, Tensor) or not isinstance(filters, Tensor):
+        raise TypeError("filter_fold_backward: grad and filters must be torch.Tensors")
     if grad.dim() != 4 or filters.dim() != 3:
         raise ValueError(f"filter_fold_backward: grad must be (N, F, H/k, W/k) and filters "
                          f"(F, H, W); got {tuple(grad.shape)} and {tuple(filters.shape)}")
+    if grad.dtype not in (torch.complex64, torch.complex128):
+        raise ValueError(f"filter_fold_backward: grad must be complex64/complex128 (the "
+                         f"gradient of filter_fold's complex output), got {grad.dtype}")
+    if not filters.is_floating_point():
+        raise ValueError(f"filter_fold_backward: filters must be real floating, got "
+                         f"{filters.dtype}")
+    if grad.device != filters.device:
+        raise ValueError(f"filter_fold_backward: grad is on {grad.device} but filters are on "
+                         f"{filters.device}; move them to the same device")
+    k = _as_int(k, "k")
+    H, W = filters.shape[-2:]
+    if k < 1 or H % k or W % k or tuple(grad.shape[1:]) != (filters.shape[0], H // k, W // k):
+        raise ValueError(f"filter_fold_backward: grad {tuple(grad.shape)} does not match "
+                         f"filters {tuple(filters.shape)} folded by k={k}: expected "
+                         f"(N, {filters.shape[0]}, H/k, W/k) with k dividing {(H, W)}")
+    filters = filters.to(_real_dtype(grad.dtype))
     if _use_compiled(grad.device.type, backend):
         return torch.ops.difftransforms.filter_fold_backward(grad, filters, int(k))
     return _filter_fold_adjoint_reference(grad, filters, int(k))
@@ -165,6 +195,10 @@ def modulus_maps_vjp(xhat: Tensor, filters: Tensor, width: int, k: int, grad: Te
     """
     filters = _check_fold_args(xhat, filters, width, k)
     width, k = int(width), int(k)
+    if not isinstance(grad, Tensor) or grad.is_complex() or not grad.is_floating_point():
+        dt = grad.dtype if isinstance(grad, Tensor) else type(grad).__name__
+        raise ValueError(f"modulus_maps_vjp: grad is the gradient of the real modulus maps "
+                         f"and must be a real floating tensor, got {dt}")
     if _use_compiled(xhat.device.type, backend):
         ops = torch.ops.difftransforms
         z = torch.fft.ifft2(ops.filter_fold(xhat, filters, width, k))

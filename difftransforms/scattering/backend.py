@@ -181,7 +181,8 @@ def filter_fold_torch(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tens
 
 
 def get_backend(name: str | Backend = "auto") -> Backend:
-    """The :class:`Backend` called ``name`` (``"auto"``, ``"reference"`` or ``"compiled"``).
+    """The :class:`Backend` called ``name``: ``"auto"``, ``"reference"``, ``"compiled"`` or
+    ``"torch"`` (see the module docstring); a :class:`Backend` is returned as is.
 
     >>> get_backend("reference").name
     'reference'

@@ -34,7 +34,7 @@ from .backend import Backend, get_backend
 from .core import fold
 from .filter_bank import periodize_filter
 from .moments import _check, _check_input
-from .scattering2d import _cached_bank
+from .scattering2d import bank_for, empty_batch
 
 __all__ = ["CovarianceMoments", "ScatteringSpectra", "covariance_moments", "scattering_spectra",
            "spectra_meta"]
@@ -56,16 +56,23 @@ def covariance_moments(x: Tensor, J: int, L: int = 8, *, normalize: bool = True,
 
     Layout: ``[mean, var, P(j, θ) for j < J, θ < L]`` with ``P(λ) = mean |x ⋆ ψ_λ|²``
     (exact, by Parseval). ``normalize=True`` divides ``P`` by ``var(x) + eps``: the fraction
-    of the variance in each band (scale-free, sums to about one).
+    of the variance in each band (scale-free). They do not sum to one: the Morlets tile
+    only about half of the frequency plane (one of each pair of opposite frequencies, whose
+    power is the same for a real image) and leave out the lowest frequencies (below the
+    coarsest band), so the sum is about 0.55-0.6 for white noise and 0.5-0.9 for natural
+    (1/f) images.
 
     >>> tuple(covariance_moments(torch.rand(2, 32, 32), J=3, L=4).shape)
     (2, 14)
     """
     _check(J, L, 1, 0)
     x = _check_input(x, J)
+    if x.numel() == 0:
+        return empty_batch(lambda z: covariance_moments(z, J, L, normalize=normalize, eps=eps),
+                           x)
     lead = x.shape[:-2]
     xs = x.reshape(-1, *x.shape[-2:])
-    psi = _cached_bank(tuple(x.shape[-2:]), J, L).psi.to(dtype=x.dtype, device=x.device)
+    psi = bank_for(tuple(x.shape[-2:]), J, L, x).psi
     p = _power(xs, psi).reshape(xs.shape[0], -1)
     var = xs.var(dim=(-2, -1), unbiased=False)
     if normalize:
@@ -136,6 +143,8 @@ def _crop(spec: Tensor, d: int) -> Tensor:
 
 def _spectra(x: Tensor, fb_psi: list[Tensor], J: int, L: int, oversampling: int,
              eps: float, backend: Backend) -> Tensor:
+    if x.numel() == 0:
+        return empty_batch(lambda z: _spectra(z, fb_psi, J, L, oversampling, eps, backend), x)
     lead = x.shape[:-2]
     xs = x.reshape(-1, *x.shape[-2:]).contiguous()
     n, H, W = xs.shape
@@ -216,7 +225,7 @@ def scattering_spectra(x: Tensor, J: int, L: int = 8, *, oversampling: int = 1,
     """
     _check(J, L, 2, oversampling)
     x = _check_input(x, J)
-    fb = _cached_bank(tuple(x.shape[-2:]), J, L)
+    fb = bank_for(tuple(x.shape[-2:]), J, L, x)
     return _spectra(x, fb.psi_levels, J, L, oversampling, eps, get_backend(backend))
 
 
@@ -247,7 +256,7 @@ class ScatteringSpectra(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = _check_input(x, self.J)
-        fb = _cached_bank(tuple(x.shape[-2:]), self.J, self.L)
+        fb = bank_for(tuple(x.shape[-2:]), self.J, self.L, x)
         return _spectra(x, fb.psi_levels, self.J, self.L, self.oversampling, self.eps,
                         self.backend)
 

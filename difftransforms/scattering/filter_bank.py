@@ -32,6 +32,7 @@ grid are zeroed and the rest wrapped onto the ``(M/2^r, N/2^r)`` grid.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -52,10 +53,31 @@ _TAIL = 36.0
 _KYMATIO_PI = 3.1415
 
 
+def _index(v: object) -> int | None:
+    """``v`` as an int (Python or NumPy integer), ``None`` for anything else (bools too)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _check_shape(shape: tuple[int, int] | list[int]) -> tuple[int, int]:
-    if len(shape) != 2 or not all(isinstance(s, int) and s > 0 for s in shape):
+    try:
+        vals = [_index(s) for s in shape]
+    except TypeError:
+        vals = []
+    if len(vals) != 2 or any(v is None or v < 1 for v in vals):
         raise ValueError(f"shape must be two positive ints (M, N), got {shape!r}")
-    return int(shape[0]), int(shape[1])
+    return vals[0], vals[1]  # type: ignore[return-value]
+
+
+def _check_int(v: object, name: str) -> int:
+    i = _index(v)
+    if i is None or i < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    return i
 
 
 def _default_dtype(dtype: torch.dtype | None) -> torch.dtype:
@@ -225,10 +247,11 @@ class MorletFilterBank:
     shape: tuple[int, int]
 
     def to(self, *args, **kwargs) -> MorletFilterBank:
-        return MorletFilterBank(
-            self.psi.to(*args, **kwargs), self.phi.to(*args, **kwargs),
-            [p.to(*args, **kwargs) for p in self.psi_levels],
-            [p.to(*args, **kwargs) for p in self.phi_levels], self.J, self.L, self.shape)
+        psi, phi = self.psi.to(*args, **kwargs), self.phi.to(*args, **kwargs)
+        # level 0 is the full grid itself: keep it shared, not a second copy
+        psi_levels = [psi if p is self.psi else p.to(*args, **kwargs) for p in self.psi_levels]
+        phi_levels = [phi if p is self.phi else p.to(*args, **kwargs) for p in self.phi_levels]
+        return MorletFilterBank(psi, phi, psi_levels, phi_levels, self.J, self.L, self.shape)
 
 
 def morlet_filter_bank(shape: tuple[int, int], J: int, L: int = 8, *,
@@ -255,10 +278,7 @@ def morlet_filter_bank(shape: tuple[int, int], J: int, L: int = 8, *,
     ((3, 4, 32, 48), (3, 4, 8, 12), 0.0)
     """
     M, N = _check_shape(shape)
-    if not isinstance(J, int) or J < 1:
-        raise ValueError(f"J must be an int >= 1, got {J!r}")
-    if not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be an int >= 1, got {L!r}")
+    J, L = _check_int(J, "J"), _check_int(L, "L")
     dtype = _default_dtype(dtype)
     thetas = [kymatio_theta(l, L) for l in range(L)]
     # Gaussians are evaluated in float64 and accumulated in float64 for float64 banks, in
@@ -294,10 +314,7 @@ def gabor_filter_bank(shape: tuple[int, int], J: int, L: int = 8, *,
     ((2, 4, 32, 32), True)
     """
     M, N = _check_shape(shape)
-    if not isinstance(J, int) or J < 1:
-        raise ValueError(f"J must be an int >= 1, got {J!r}")
-    if not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be an int >= 1, got {L!r}")
+    J, L = _check_int(J, "J"), _check_int(L, "L")
     thetas = [kymatio_theta(l, L) for l in range(L)]
     g = torch.stack([_gaussian_bumps(M, N, 0.8 * 2**j, thetas, 3.0 / 4.0 * math.pi / 2**j,
                                      4.0 / L) for j in range(J)])

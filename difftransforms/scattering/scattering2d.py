@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from .._utils import check_finite, check_floating
 from .backend import Backend, get_backend
 from .core import scattering2d_core
-from .filter_bank import MorletFilterBank, morlet_filter_bank
+from .filter_bank import MorletFilterBank, _check_int, _check_shape, morlet_filter_bank
 
 __all__ = ["PADDINGS", "Scattering2D", "scattering2d", "scattering_meta"]
 
@@ -26,10 +27,8 @@ PADDINGS = ("reflect", "periodic")
 
 def _check_order_params(J: int, L: int, max_order: int) -> None:
     """Validate the shared (J, L, max_order) arguments of every scattering front-end."""
-    if isinstance(J, bool) or not isinstance(J, int) or J < 1:
-        raise ValueError(f"J must be an int >= 1, got {J!r}")
-    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be an int >= 1, got {L!r}")
+    _check_int(J, "J")  # Python or NumPy ints; bools and floats are refused
+    _check_int(L, "L")
     if max_order not in (1, 2):
         raise ValueError(f"max_order must be 1 or 2, got {max_order!r}")
 
@@ -46,9 +45,11 @@ def padded_shape(shape: tuple[int, int], J: int, padding: str) -> tuple[int, int
     size for ``"periodic"``."""
     M, N = shape
     if 2**J > M or 2**J > N:
+        fix = (f"use J <= {int(math.log2(min(M, N)))}" if min(M, N) >= 2 else
+               "the image must be at least 2x2 pixels")
         raise ValueError(
             f"J={J} is too large for a {M}x{N} image: 2^J must not exceed the smaller side "
-            f"(use J <= {int(math.log2(min(M, N)))})")
+            f"({fix})")
     if padding == "periodic":
         if M % 2**J or N % 2**J:
             raise ValueError(
@@ -149,8 +150,32 @@ def _cached_bank(shape: tuple[int, int], J: int, L: int) -> MorletFilterBank:
     return morlet_filter_bank(shape, J, L, dtype=torch.float64)
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_bank_as(shape: tuple[int, int], J: int, L: int, dtype: torch.dtype,
+                    device: torch.device) -> MorletFilterBank:
+    return _cached_bank(shape, J, L).to(dtype=dtype, device=device)
+
+
+def bank_for(shape: tuple[int, int], J: int, L: int, x: Tensor) -> MorletFilterBank:
+    """The Morlet bank of ``shape`` in ``x``'s dtype and on its device, built (in float64)
+    and cast once, then cached: functional calls in a loop neither rebuild the filters nor
+    copy them to the GPU again."""
+    return _cached_bank_as(tuple(shape), J, L, x.dtype, x.device)
+
+
+def empty_batch(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``fn(x)`` for an ``x`` ``(..., H, W)`` holding no image (a zero-size batch or channel
+    dimension): the shape ``fn`` gives one ``(H, W)`` image, with ``x``'s leading dimensions,
+    no values, and still connected to ``x`` for autograd (its gradient is empty)."""
+    one = fn(x.new_zeros(x.shape[-2:]))
+    return one.new_zeros(*x.shape[:-2], *one.shape) + x.sum() * 0
+
+
 def _run(x: Tensor, geo: _Geometry, psi_levels: list[Tensor], phi_levels: list[Tensor],
          J: int, max_order: int, backend: Backend, memory_efficient: bool) -> Tensor:
+    if x.numel() == 0:
+        return empty_batch(lambda z: _run(z, geo, psi_levels, phi_levels, J, max_order,
+                                          backend, memory_efficient), x)
     lead = x.shape[:-2]
     xs = geo.pad(x.reshape(-1, *x.shape[-2:]))
     psi = [p.to(dtype=x.dtype, device=x.device) for p in psi_levels]
@@ -176,7 +201,8 @@ def scattering2d(x: Tensor, J: int, L: int = 8, max_order: int = 2, *,
         L: number of orientations.
         max_order: 1 or 2.
         padding: ``"reflect"`` (equals kymatio) or ``"periodic"`` (no padding).
-        backend: ``"auto"``, ``"reference"``, ``"compiled"`` or a :class:`Backend`.
+        backend: ``"auto"``, ``"reference"``, ``"compiled"``, ``"torch"`` or a
+            :class:`Backend` (see :mod:`.backend`).
         memory_efficient: keep no complex wavelet maps for the backward pass: compute
             them in small chunks, recomputed in the backward pass (about half the
             peak memory of forward+backward, ~20-50% more backward time; first-order
@@ -189,7 +215,7 @@ def scattering2d(x: Tensor, J: int, L: int = 8, max_order: int = 2, *,
     _check_params(J, L, max_order, padding)
     x = _prepare(x, None)
     geo = _Geometry(tuple(x.shape[-2:]), J, padding)
-    fb = _cached_bank(geo.padded, J, L)
+    fb = bank_for(geo.padded, J, L, x)
     return _run(x, geo, fb.psi_levels, fb.phi_levels, J, max_order, get_backend(backend),
                 memory_efficient)
 
@@ -203,7 +229,8 @@ class Scattering2D(nn.Module):
         L: number of orientations (default 8).
         max_order: 1 or 2 (default 2).
         padding: ``"reflect"`` (kymatio's padding, equal results) or ``"periodic"``.
-        backend: ``"auto"`` (compiled ops when available), ``"reference"`` or ``"compiled"``.
+        backend: ``"auto"`` (compiled ops when available), ``"reference"``, ``"compiled"``,
+            ``"torch"`` or a :class:`Backend` (see :mod:`.backend`).
         memory_efficient: keep no complex wavelet maps for the backward pass but
             recompute them there, chunk by chunk (about 4 MB of maps each): roughly half
             the peak memory of forward+backward for ~20-40% more backward time.
@@ -223,8 +250,7 @@ class Scattering2D(nn.Module):
                  memory_efficient: bool = True) -> None:
         super().__init__()
         _check_params(J, L, max_order, padding)
-        if len(shape) != 2:
-            raise ValueError(f"shape must be (H, W), got {shape!r}")
+        shape = _check_shape(shape)  # two positive ints
         self.J, self.L, self.max_order, self.padding = J, L, max_order, padding
         self.shape = (int(shape[0]), int(shape[1]))
         self.memory_efficient = memory_efficient
@@ -235,6 +261,18 @@ class Scattering2D(nn.Module):
         for r in range(self._n_levels):
             self.register_buffer(f"psi_{r}", fb.psi_levels[r])
             self.register_buffer(f"phi_{r}", fb.phi_levels[r])
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202
+        # .double() / .to(float64) would upcast the float32 filters (float32-accurate
+        # results); refill them from the float64 bank instead, exactly like the functional
+        super()._apply(fn, recurse)
+        if self.psi_0.dtype == torch.float64:
+            fb = _cached_bank(self._geo.padded, self.J, self.L)
+            with torch.no_grad():
+                for r in range(self._n_levels):
+                    getattr(self, f"psi_{r}").copy_(fb.psi_levels[r])
+                    getattr(self, f"phi_{r}").copy_(fb.phi_levels[r])
+        return self
 
     @property
     def n_coefficients(self) -> int:
