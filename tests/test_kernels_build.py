@@ -203,3 +203,22 @@ def test_build_py_ships_kernel_sources(tmp_path):
     for name in ("modconv.cpp", "modconv.h", "modconv_shape.h", "modconv_cuda.cu",
                  "modconv_cuda_kernels.cuh", "modconv_cuda_ops.cpp"):
         assert (shipped / name).read_bytes() == (KERNELS / name).read_bytes()
+
+
+def test_wavelet_kernels_load_from_the_cache_without_a_compiler():
+    """Once built, the wavelet kernels load in a fresh process with no compiler at all (the
+    cache is keyed by content and toolchain, not by checkout path, and ninja is not re-run)."""
+    from difftransforms.wavelets import _kernel
+
+    if not _kernel.load():
+        if shutil.which(os.environ.get("CXX", "c++")) is None:
+            pytest.skip(f"wavelet kernels unavailable: {_kernel.load_error()}")
+        pytest.fail(f"the wavelet kernels failed to build: {_kernel.load_error()}")
+    code = ("from difftransforms.wavelets import _kernel; import sys; ok = _kernel.load(); "
+            "print(_kernel.load_error()); sys.exit(0 if ok else 1)")
+    env = {**os.environ, "CXX": "/nonexistent/c++", "PATH": "/nonexistent",
+           "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "compiling" not in res.stderr

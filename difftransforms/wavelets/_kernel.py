@@ -1,8 +1,9 @@
 """Loader of the C++ wavelet kernels (``kernels/wavelets.cpp``), JIT-compiled once.
 
 The library is built with :func:`torch.utils.cpp_extension.load` into a cache folder keyed
-by a hash of the source, the flags and the torch version
-(``$DIFFTRANSFORMS_CACHE`` or ``~/.cache/difftransforms``), and registers the custom ops
+by a hash of the source, the flags and the toolchain (``$DIFFTRANSFORMS_CACHE`` or
+``~/.cache/difftransforms``, as for the scattering ops); later processes, from any checkout,
+load the cached library without invoking the compiler. It registers the custom ops
 ``torch.ops.difftransforms_wavelets.analysis2d`` / ``synthesis2d`` (CPU). Autograd and fake
 (meta) implementations are registered here in Python.
 
@@ -14,9 +15,9 @@ disables the kernels.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -38,13 +39,13 @@ def _source() -> Path | None:
 
 
 def _cache_dir(src: Path) -> Path:
-    root = Path(os.environ.get("DIFFTRANSFORMS_CACHE",
-                               Path.home() / ".cache" / "difftransforms"))
-    h = hashlib.sha256(src.read_bytes() + " ".join(_FLAGS).encode()
-                       + torch.__version__.encode()).hexdigest()[:16]
-    d = root / f"wavelets_{h}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """The build folder: keyed by the source's content, the flags and the toolchain (torch,
+    Python, the CPU for -march=native), not by where the source lives, so every checkout
+    and venv on a machine shares one build."""
+    from difftransforms.ops import _build
+
+    h = _build._hash([src], _FLAGS + _build._toolchain_key("cpu"))[:16]
+    return _build.cache_root() / f"wavelets-{h}"
 
 
 def band_strides(Kh: int, Kw: int) -> tuple[int, int, int, int]:
@@ -125,12 +126,30 @@ def load(verbose: bool = False) -> bool:
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             from torch.utils.cpp_extension import load as _load
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _load(name="difftransforms_wavelets", sources=[str(src)],
-                      extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
-                      build_directory=str(_cache_dir(src)), is_python_module=False,
-                      verbose=verbose)
+            from difftransforms.ops import _build
+
+            build_dir = _cache_dir(src)
+            lib = build_dir / _build._lib_name("difftransforms_wavelets")
+            with _build._file_lock(build_dir.with_suffix(".lock")):
+                if lib.is_file():  # built before (from any checkout): load, never re-run ninja
+                    torch.ops.load_library(str(lib))
+                else:
+                    missing = _build._missing_cpu_toolchain()
+                    if missing:
+                        raise RuntimeError(missing)
+                    build_dir.mkdir(parents=True, exist_ok=True)
+                    print("difftransforms: compiling the wavelet kernels (once, about a "
+                          f"minute; cached in {build_dir})", file=sys.stderr, flush=True)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        try:
+                            _load(name="difftransforms_wavelets", sources=[str(src)],
+                                  extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                                  build_directory=str(build_dir), is_python_module=False,
+                                  verbose=verbose)
+                        except Exception:
+                            lib.unlink(missing_ok=True)  # a failed build must not look cached
+                            raise
             _register_python_side()
             _state["ok"] = True
         except Exception as e:  # recorded, reported by load_error() / doctor
