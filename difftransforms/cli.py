@@ -42,6 +42,7 @@ Exit codes: 0 success, 1 internal error, 2 user error (bad option, bad input, ex
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -160,8 +161,12 @@ class _ErrorHandlingMixin:
                 rv = parent_main(args, prog_name, complete_var, standalone_mode=False, **extra)
                 code = rv if isinstance(rv, int) else 0
             except click.UsageError as e:  # bad option / argument (click's own or ours)
-                _error(e.format_message() + _usage_hint(e))
-                code = USER_ERROR_EXIT
+                if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
+                    click.echo(e.ctx.get_help())  # bare `difftransforms`: the help, as is
+                    code = 0
+                else:
+                    _error(e.format_message() + _usage_hint(e))
+                    code = USER_ERROR_EXIT
             except click.Abort as e:  # click turns Ctrl-C / EOF into Abort
                 interrupted = isinstance(e.__cause__, KeyboardInterrupt)
                 _error("interrupted" if interrupted else "aborted")
@@ -420,6 +425,28 @@ def save_output(
     return image
 
 
+def _run_optimization(synth: Any, checkpoint: Path | None) -> Tensor:
+    """``synth.run()`` for synthesize/stylize, saying what a user needs to know: a resumed
+    run without a checkpoint file yet, progress saved on Ctrl-C, a stop by the time budget
+    before the planned steps."""
+    if checkpoint is not None and synth.resume and not checkpoint.exists():
+        click.echo(f"note: no checkpoint at {checkpoint} yet; starting a new run", err=True)
+    try:
+        y = synth.run()
+    except KeyboardInterrupt:
+        if synth.saved_on_interrupt:
+            click.echo(f"progress saved in {checkpoint} (step {synth.global_step()}); rerun "
+                       "the same command with --resume to continue", err=True)
+        raise
+    total = synth.total_steps()
+    if (synth.time_budget is not None and total and synth.global_step() < total
+            and synth.elapsed >= synth.time_budget):
+        click.echo(f"note: stopped by the {synth.time_budget:g} s time budget after "
+                   f"{synth.global_step()} of {total} steps; pass --time SECONDS or --steps N "
+                   "for a longer run", err=True)
+    return y
+
+
 def echo_summary(
     output: Path, image: Tensor, seconds: float, extra: str = "", *, bits: int = 8
 ) -> None:
@@ -596,7 +623,13 @@ def blur(input: Path, output: Path, force: bool, device: str, sigma: Any, paddin
     show_default=True,
     help="Strength: output = x + amount * (x - blur(x)).",
 )
-@click.option("--padding", type=_PADDING, default="reflect", show_default=True)
+@click.option(
+    "--padding",
+    type=_PADDING,
+    default="reflect",
+    show_default=True,
+    help="Boundary handling of the blur: mirror the edges, or wrap around (periodic).",
+)
 @output_options
 def sharpen(
     input: Path,
@@ -639,7 +672,8 @@ def sharpen(
     "--wavelet",
     default="db4",
     show_default=True,
-    help="Wavelet for --method wavelet (db1..db20, haar).",
+    help="Wavelet for --method wavelet (PyWavelets' names: haar, dbN, symN, coifN, "
+    "biorX.Y, rbioX.Y, dmey).",
 )
 @click.option(
     "--threshold",
@@ -669,6 +703,9 @@ def denoise(
     src = click.get_current_context().get_parameter_source("wavelet")
     if method == "wiener" and src is click.core.ParameterSource.COMMANDLINE:
         raise UserError("--wavelet only applies to --method wavelet")
+    src_t = click.get_current_context().get_parameter_source("threshold")
+    if method == "wiener" and src_t is click.core.ParameterSource.COMMANDLINE:
+        raise UserError("--threshold only applies to --method wavelet")
     rule = {"bayesshrink": "BayesShrink", "visushrink": "VisuShrink"}[threshold.lower()]
 
     def op(x: Tensor) -> tuple[Tensor, str]:
@@ -682,10 +719,31 @@ def denoise(
             return wiener_denoise(x, noise_std=noise_std), info
         from difftransforms.wavelets import wavelet_denoise
 
+        _check_wavelet_levels(x, wavelet, None, "--method wiener")
         y = wavelet_denoise(x, wavelet=wavelet, method=rule, noise_std=noise_std)
         return y, info
 
     process_image(input, output, op, force=force, device=device)
+
+
+def _check_wavelet_levels(x: Tensor, wavelet: str, level: int | None,
+                          other: str | None) -> None:
+    """The image must allow one level of ``wavelet`` (and ``level`` if given): else one
+    error naming the sizes and the CLI's fixes (not the library's ``level=None``)."""
+    from difftransforms.wavelets import dwt_max_level
+
+    h, w = x.shape[-2:]
+    try:
+        deepest = dwt_max_level(min(h, w), wavelet)
+    except ValueError:
+        return  # an unknown wavelet: the library's own message names the valid ones
+    if deepest < 1:
+        alt = f", or {other}" if other else ""
+        raise UserError(f"a {w}x{h} image is too small for the {wavelet} wavelet (it needs at "
+                        f"least one decomposition level); use --wavelet haar{alt}")
+    if level is not None and level > deepest:
+        raise UserError(f"--level {level} is too deep for a {w}x{h} image with {wavelet}: use "
+                        f"--level 1..{deepest}, or omit --level for the deepest")
 
 
 def _load_psf(path: Path, device: str) -> Tensor:
@@ -785,13 +843,19 @@ def deconvolve(
             wiener_deconvolve,
         )
 
-        k = (psf if psf is not None else gaussian_psf(psf_sigma)).to(x)
         h, w = x.shape[-2:]
-        if k.shape[-2] > h or k.shape[-1] > w:
+        if psf is not None:
+            kh, kw = psf.shape[-2:]
+        else:  # gaussian_psf's default size, checked before the kernel is built
+            sy, sx = psf_sigma if isinstance(psf_sigma, tuple) else (psf_sigma, psf_sigma)
+            kh, kw = 2 * math.ceil(4 * float(sy)) + 1, 2 * math.ceil(4 * float(sx)) + 1
+        if kh > h or kw > w:
+            size = f"{kh}x{kw}" if max(kh, kw) < 10**7 else "over 10^7 pixels wide"
             raise UserError(
-                f"the PSF ({k.shape[-2]}x{k.shape[-1]}) is larger than the image ({h}x{w}); "
+                f"the PSF ({size}) is larger than the image ({h}x{w}); "
                 "use a smaller --psf-sigma or crop the kernel image"
             )
+        k = (psf if psf is not None else gaussian_psf(psf_sigma)).to(x)
         # Mirror-extend the borders by the PSF size so that neither the periodic model
         # (Wiener) nor the zero padding (Richardson-Lucy) rings at the image edges.
         py, px = min(k.shape[-2], h - 1), min(k.shape[-1], w - 1)
@@ -817,7 +881,8 @@ def deconvolve(
     show_default=True,
     help="Fraction of wavelet coefficients kept (the largest in magnitude).",
 )
-@click.option("--wavelet", default="db4", show_default=True, help="Wavelet (db1..db20, haar).")
+@click.option("--wavelet", default="db4", show_default=True,
+              help="Wavelet (PyWavelets' names: haar, dbN, symN, coifN, biorX.Y, rbioX.Y, dmey).")
 @click.option(
     "--level",
     type=click.IntRange(min=1),
@@ -844,6 +909,7 @@ def compress(
     def op(x: Tensor) -> tuple[Tensor, str]:
         from difftransforms.wavelets import wavelet_compress
 
+        _check_wavelet_levels(x, wavelet, level, None)
         res = wavelet_compress(x, keep=keep, wavelet=wavelet, level=level)
         kept = getattr(res, "kept", None)
         total = getattr(res, "total", None)
@@ -1012,7 +1078,7 @@ def synthesize(
             loss=loss, optimizer=optimizer, histogram_matching=not no_hist,
             progress=not quiet, checkpoint=checkpoint, resume=resume, model_options=opts,
         )
-        y = synth.run()
+        y = _run_optimization(synth, checkpoint)
     except WeightsUnavailableError as e:
         raise UserError(f"{e} (or use --model cnn, which needs no weights)") from None
     except FloatingPointError as e:
@@ -1218,7 +1284,7 @@ def stylize(
             init=init, steps=steps, time_budget=time_budget, seed=seed, device=device,
             progress=not quiet, checkpoint=checkpoint, resume=resume, model_options=opts,
         )
-        y = synth.run()
+        y = _run_optimization(synth, checkpoint)
     except WeightsUnavailableError as e:
         raise UserError(f"{e} (or use --model cnn, which needs no weights)") from None
     except FloatingPointError as e:

@@ -541,3 +541,31 @@ def test_16bit_input_gives_16bit_output(tmp_path: Path) -> None:
     out8 = tmp_path / "o8.jpg"
     _ok(run("blur", src, "-o", out8, "--sigma", "1"), out8)
     assert Image.open(out8).mode == "L"
+
+
+def test_bare_command_prints_help() -> None:
+    res = run()
+    assert res.exit_code == 0 and res.stdout.startswith("Usage:") and "Commands:" in res.stdout
+
+
+def test_deconvolve_huge_psf_is_a_user_error_before_any_allocation(tmp_path: Path,
+                                                                    grey: Path) -> None:
+    for sigma in ("1e4", "1e300"):
+        assert_user_error(run("deconvolve", grey, "-o", tmp_path / "o.png", "--psf-sigma",
+                              sigma), "larger than the image", "--psf-sigma")
+
+
+def test_wavelet_commands_on_too_small_images(tmp_path: Path, grey: Path) -> None:
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.full((3, 3), 100, np.uint8), "L").save(tiny)
+    assert_user_error(run("denoise", tiny, "-o", tmp_path / "o.png"), "too small",
+                      "--wavelet haar", "--method wiener")
+    assert_user_error(run("compress", grey, "-o", tmp_path / "o.png", "--level", "20"),
+                      "--level 1..", "omit --level")
+    assert_user_error(run("denoise", grey, "-o", tmp_path / "o.png", "--method", "wiener",
+                          "--threshold", "VisuShrink"), "--threshold only applies")
+
+
+def test_stylize_with_no_weight_is_refused(tmp_path: Path, grey: Path, rgb: Path) -> None:
+    assert_user_error(run("stylize", grey, rgb, "-o", tmp_path / "o.png", "--content-weight",
+                          "0", "--style-weight", "0"), "both 0")

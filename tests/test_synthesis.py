@@ -367,6 +367,8 @@ def test_cli_synthesize_happy_path_and_resume(tmp_path: Path, example_png: Path)
         (["--model", "scattering", "-J", "5"], "too small"),
         (["--size", "0x3"], "between 16 and 8192"),
         (["--resume"], "--checkpoint"),
+        (["--model", "cnn", "--loss", "moments", "--size", "32"], "--loss gram|sw"),
+        (["--model", "covariance", "--loss", "gram"], "--loss moments"),
     ],
 )
 def test_cli_synthesize_errors(tmp_path: Path, example_png: Path, args: list, match: str) -> None:
@@ -522,3 +524,40 @@ def test_cnn_output_smaller_than_example_keeps_matching_feature_lists():
     x = synthesize(y, model="cnn", size=32, steps=1, seed=0)
     assert x.shape == (1, 1, 32, 32)
     assert torch.isfinite(x).all()
+
+
+def test_cli_synthesize_notes_and_interrupt(tmp_path: Path, example_png: Path,
+                                            monkeypatch) -> None:
+    """A --resume without a checkpoint file says it starts anew; Ctrl-C saves the progress
+    (and says so); a time budget that cuts the planned steps says so."""
+    ck = tmp_path / "new.ckpt"
+    r = _run("synthesize", example_png, "-o", tmp_path / "a.png", "--steps", "1", "--size",
+             "24x40", "--model", "covariance", "-q", "--checkpoint", ck, "--resume")
+    assert r.exit_code == 0 and "no checkpoint at" in r.stderr and ck.exists()
+
+    from difftransforms.synthesis import Synthesizer
+
+    real_step = Synthesizer.step
+    calls = {"n": 0}
+
+    def step_then_interrupt(self):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Synthesizer, "step", step_then_interrupt)
+    ck2 = tmp_path / "int.ckpt"
+    r = _run("synthesize", example_png, "-o", tmp_path / "b.png", "--steps", "10", "--size",
+             "24x40", "--model", "covariance", "-q", "--checkpoint", ck2)
+    assert r.exit_code == 130 and ck2.exists() and not (tmp_path / "b.png").exists()
+    assert "progress saved in" in r.stderr and "step 2" in r.stderr and "--resume" in r.stderr
+    monkeypatch.setattr(Synthesizer, "step", real_step)
+    r = _run("synthesize", example_png, "-o", tmp_path / "b.png", "--steps", "3", "--size",
+             "24x40", "--model", "covariance", "-q", "--checkpoint", ck2, "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert "3 steps" in r.output  # 2 saved + 1 more
+
+    r = _run("synthesize", example_png, "-o", tmp_path / "c.png", "--steps", "100000",
+             "--time", "0.5", "--size", "24x40", "--model", "covariance", "-q")
+    assert r.exit_code == 0 and "stopped by the 0.5 s time budget" in r.stderr

@@ -116,7 +116,8 @@ def load_vgg19_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read VGG19 weights from {str(p)!r}: {e}") from e
+        raise ValueError(f"cannot read VGG19 weights from {str(p)!r}: not a state dict "
+                         f"saved with torch.save (torch.load said: {e})") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

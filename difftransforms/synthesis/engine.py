@@ -285,6 +285,7 @@ class Synthesizer:
         self.stage = 0
         self.stage_step = 0
         self.elapsed = 0.0
+        self.saved_on_interrupt = False
         self.done = False
         self.x: Tensor | None = None
         self._ready = False
@@ -398,7 +399,14 @@ class Synthesizer:
         if kind in ("sw", "gram") and any(f.dim() != 4 for f in feats):
             raise ValueError(
                 f"loss {kind!r} needs (B, K, H, W) feature maps but the model returns "
-                f"shapes {[tuple(f.shape) for f in feats]}; use loss='moments'"
+                f"shapes {[tuple(f.shape) for f in feats]}; use loss='moments' "
+                f"(--loss moments)"
+            )
+        if kind == "moments" and any(f.dim() == 4 for f in feats):
+            raise ValueError(
+                f"loss 'moments' compares statistic vectors, but the {self.name} model returns "
+                f"(B, K, H, W) feature maps (a pixel-by-pixel match would copy the example); "
+                f"use loss='gram' or 'sw' (--loss gram|sw)"
             )
         self.loss_kind = kind
         if kind == "sw":
@@ -636,6 +644,13 @@ class Synthesizer:
                                          image=self.x.detach())
                     if self.callback(info) is True:
                         break
+        except KeyboardInterrupt:
+            # keep the work: the estimate as it stands (an interrupted optimizer step at
+            # worst leaves it mid line search), resumable with resume=True
+            if self.checkpoint is not None and self.global_step() > 0:
+                self.save_checkpoint(self.checkpoint)
+                self.saved_on_interrupt = True
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -717,7 +732,8 @@ class Synthesizer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # corrupted / foreign file
-            raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+            raise ValueError(f"cannot read checkpoint {path}: not a checkpoint written by "
+                             f"difftransforms (torch.load said: {e})") from None
         self.load_state_dict(state)
 
 

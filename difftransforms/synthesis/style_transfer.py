@@ -226,6 +226,9 @@ class Stylizer(Synthesizer):
         for name, w in (("content_weight", content_weight), ("style_weight", style_weight)):
             if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+        if content_weight == 0 and style_weight == 0:
+            raise ValueError("content_weight and style_weight are both 0: nothing to optimise; "
+                             "make at least one positive (--content-weight / --style-weight)")
         if isinstance(init, str) and init not in INITS:
             raise ValueError(f"unknown init {init!r}; use 'content', 'noise' or a Tensor")
         if isinstance(model, nn.Module):
