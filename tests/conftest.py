@@ -42,3 +42,19 @@ def load_asset(name: str) -> np.ndarray:
 def camera() -> np.ndarray:
     """The 512x512 greyscale cameraman, float64 in [0, 1]."""
     return load_asset("camera.png")
+
+
+CDTYPE = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def fold_inputs(N: int, F: int, H: int, W: int, dtype: torch.dtype, device: str = "cpu",
+                hermitian: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(xhat, filters)`` for the filter_fold ops: ``(N, H, W//2+1)`` half spectra (of real
+    signals, or arbitrary with ``hermitian=False``) and ``(F, H, W)`` real filters."""
+    g = torch.Generator().manual_seed(seed)
+    if hermitian:  # the spectrum of a real signal
+        xhat = torch.fft.rfft2(torch.randn(N, H, W, dtype=dtype, generator=g))
+    else:  # an arbitrary half spectrum (imag parts on self-conjugate columns too)
+        xhat = torch.randn(N, H, W // 2 + 1, dtype=CDTYPE[dtype], generator=g)
+    filters = torch.rand(F, H, W, dtype=dtype, generator=g) - 0.3
+    return xhat.to(device), filters.to(device)

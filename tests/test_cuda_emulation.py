@@ -21,6 +21,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import CDTYPE, fold_inputs
 
 from difftransforms.ops import _build
 from difftransforms.ops.modconv_reference import filter_fold_reference, modulus_reference
@@ -29,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
 EMULATOR = Path(__file__).resolve().parent / "cuda_emulation" / "modconv_emulated.cpp"
 
-CDTYPE = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 TOL = {torch.float32: {"rtol": 2e-5, "atol": 2e-5}, torch.float64: {"rtol": 1e-12, "atol": 1e-12}}
 SHAPES = [(16, 16, 1), (16, 16, 2), (16, 16, 4), (12, 20, 4), (15, 9, 1), (10, 6, 2),
           (6, 10, 2), (9, 9, 3), (1, 1, 1), (8, 2, 2)]
@@ -57,16 +57,6 @@ def emu() -> ModuleType:
                               build_directory=str(build_dir), verbose=False)
 
 
-def _inputs(N, F, H, W, dtype, hermitian=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    if hermitian:  # the spectrum of a real signal
-        xhat = torch.fft.rfft2(torch.randn(N, H, W, dtype=dtype, generator=g))
-    else:  # an arbitrary half spectrum (imag parts on self-conjugate columns too)
-        xhat = torch.randn(N, H, W // 2 + 1, dtype=CDTYPE[dtype], generator=g)
-    filters = torch.rand(F, H, W, dtype=dtype, generator=g) - 0.3
-    return xhat, filters
-
-
 def _adjoint_reference(grad, filters, k):
     """grad -> xhat gradient of the reference fold (autograd's real-linear adjoint)."""
     N = grad.shape[0]
@@ -80,7 +70,7 @@ def _adjoint_reference(grad, filters, k):
 @pytest.mark.parametrize("hermitian", [True, False], ids=["rfft2", "arbitrary"])
 @pytest.mark.parametrize(("H", "W", "k"), SHAPES, ids=[f"{h}x{w}k{k}" for h, w, k in SHAPES])
 def test_filter_fold_kernels_match_reference(emu, dtype, H, W, k, hermitian, grid, block):
-    xhat, filters = _inputs(3, 5, H, W, dtype, hermitian)
+    xhat, filters = fold_inputs(3, 5, H, W, dtype, hermitian=hermitian)
     out = emu.filter_fold(xhat, filters, W, k, grid, block)
     assert out.shape == (3, 5, H // k, W // k) and out.dtype == CDTYPE[dtype]
     torch.testing.assert_close(out, filter_fold_reference(xhat, filters, W, k), **TOL[dtype])
@@ -106,7 +96,7 @@ def test_filter_fold_kernel_equals_dense_spatial_convolution(emu, dtype, k):
 def test_filter_fold_kernels_skip_dead_blocks_correctly(emu, dtype, H, W, k):
     """Filters exactly zero on some aliased blocks (and one filter zero everywhere): the
     kernels skip those blocks through the live-block map; nothing may change."""
-    xhat, filters = _inputs(4, 4, H, W, dtype, hermitian=False)
+    xhat, filters = fold_inputs(4, 4, H, W, dtype, hermitian=False)
     dead = torch.rand(4, k, k, generator=torch.Generator().manual_seed(3)) < 0.6
     dead[0] = True
     mask = (~dead).repeat_interleave(H // k, 1).repeat_interleave(W // k, 2)
@@ -139,7 +129,7 @@ class _EmulatedFold(torch.autograd.Function):
 @pytest.mark.parametrize(("H", "W", "k"), [(4, 6, 2), (3, 5, 1), (4, 4, 4), (6, 6, 3)])
 def test_backward_kernel_is_the_adjoint_gradcheck(emu, H, W, k):
     """Finite differences (float64): the backward kernel is the gradient of the forward one."""
-    xhat, filters = _inputs(2, 3, H, W, torch.float64, hermitian=False)
+    xhat, filters = fold_inputs(2, 3, H, W, torch.float64, hermitian=False)
     xhat.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a: _EmulatedFold.apply(a, filters, emu, W, k),
                                     (xhat,))
@@ -148,7 +138,7 @@ def test_backward_kernel_is_the_adjoint_gradcheck(emu, H, W, k):
 def test_adjoint_identity(emu, dtype):
     """<A x, y> == <x, A* y> in the real inner product."""
     H, W, k = 12, 10, 2
-    xhat, filters = _inputs(2, 4, H, W, dtype, hermitian=False)
+    xhat, filters = fold_inputs(2, 4, H, W, dtype, hermitian=False)
     y = torch.randn(2, 4, H // k, W // k, dtype=CDTYPE[dtype])
     lhs = (emu.filter_fold(xhat, filters, W, k).conj() * y).real.sum()
     rhs = (xhat.conj() * emu.filter_fold_backward(y, filters, k)).real.sum()
@@ -212,7 +202,7 @@ def test_scattering_like_pipeline_gradient(emu):
 
 
 def test_kernel_argument_errors(emu):
-    xhat, filters = _inputs(2, 3, 8, 6, torch.float64)
+    xhat, filters = fold_inputs(2, 3, 8, 6, torch.float64)
     with pytest.raises(RuntimeError, match="must divide"):
         emu.filter_fold(xhat, filters, 6, 4)
     with pytest.raises(RuntimeError, match="does not match filters dtype"):

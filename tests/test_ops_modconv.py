@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CDTYPE, fold_inputs
 
 from difftransforms.ops import _build, filter_fold, modulus
 from difftransforms.ops.modconv import filter_fold_backward
 from difftransforms.ops.modconv_reference import filter_fold_reference, modulus_reference
 
-CDTYPE = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 TOL = {torch.float32: {"rtol": 2e-5, "atol": 2e-5}, torch.float64: {"rtol": 1e-12, "atol": 1e-12}}
 
 # (H, W, k): even / odd / non-square sizes, k in {1, 2, 4}; odd folded sizes too.
@@ -39,20 +39,10 @@ def ops(device: str):
     return torch.ops.difftransforms
 
 
-def _inputs(N, F, H, W, dtype, device, hermitian=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    if hermitian:  # the spectrum of a real signal
-        xhat = torch.fft.rfft2(torch.randn(N, H, W, dtype=dtype, generator=g))
-    else:  # an arbitrary half spectrum (imag parts on self-conjugate columns too)
-        xhat = torch.randn(N, H, W // 2 + 1, dtype=CDTYPE[dtype], generator=g)
-    filters = torch.rand(F, H, W, dtype=dtype, generator=g) - 0.3
-    return xhat.to(device), filters.to(device)
-
-
 @pytest.mark.parametrize("hermitian", [True, False], ids=["rfft2", "arbitrary"])
 @pytest.mark.parametrize(("H", "W", "k"), SHAPES, ids=[f"{h}x{w}k{k}" for h, w, k in SHAPES])
 def test_filter_fold_matches_reference(ops, device, dtype, H, W, k, hermitian):
-    xhat, filters = _inputs(3, 5, H, W, dtype, device, hermitian)
+    xhat, filters = fold_inputs(3, 5, H, W, dtype, device, hermitian)
     xhat.requires_grad_(True)
     filters.requires_grad_(True)
     out = ops.filter_fold(xhat, filters, W, k)
@@ -81,7 +71,7 @@ def test_filter_fold_equals_dense_spatial_convolution(ops, device, dtype, k):
 def test_filter_fold_adjoint_identity(ops, device, dtype):
     """<A x, y> == <x, A* y> in the real inner product (xhat treated as free variables)."""
     H, W, k = 12, 10, 2
-    xhat, filters = _inputs(2, 4, H, W, dtype, device, hermitian=False)
+    xhat, filters = fold_inputs(2, 4, H, W, dtype, device, hermitian=False)
     y = torch.randn(2, 4, H // k, W // k, dtype=CDTYPE[dtype], device=device)
     lhs = (ops.filter_fold(xhat, filters, W, k).conj() * y).real.sum()
     rhs = (xhat.conj() * ops.filter_fold_backward(y, filters, k)).real.sum()
@@ -119,7 +109,7 @@ def test_end_to_end_gradient_through_rfft2(ops, device, dtype, W, k):
 
 @pytest.mark.parametrize(("H", "W", "k"), [(4, 6, 2), (3, 5, 1), (4, 4, 4)])
 def test_filter_fold_gradcheck_complex128(ops, device, H, W, k):
-    xhat, filters = _inputs(2, 2, H, W, torch.float64, device, hermitian=False)
+    xhat, filters = fold_inputs(2, 2, H, W, torch.float64, device, hermitian=False)
     xhat.requires_grad_(True)
     filters.requires_grad_(True)
 
@@ -132,7 +122,7 @@ def test_filter_fold_gradcheck_complex128(ops, device, H, W, k):
 
 def test_filter_fold_backward_gradcheck(ops, device):
     H, W, k = 4, 6, 2
-    _, filters = _inputs(2, 2, H, W, torch.float64, device)
+    _, filters = fold_inputs(2, 2, H, W, torch.float64, device)
     grad = torch.randn(2, 2, H // k, W // k, dtype=torch.complex128, device=device,
                        requires_grad=True)
     filters.requires_grad_(True)
@@ -141,12 +131,12 @@ def test_filter_fold_backward_gradcheck(ops, device):
 
 
 def test_opcheck_filter_fold(ops, device, dtype):
-    xhat, filters = _inputs(2, 3, 6, 5, dtype, device, hermitian=False)
+    xhat, filters = fold_inputs(2, 3, 6, 5, dtype, device, hermitian=False)
     xhat.requires_grad_(True)
     filters.requires_grad_(True)
     torch.library.opcheck(ops.filter_fold, (xhat, filters, 5, 1))
     g = torch.randn(2, 3, 3, 5, dtype=CDTYPE[dtype], device=device, requires_grad=True)
-    xhat2, filters2 = _inputs(2, 3, 6, 10, dtype, device)
+    xhat2, filters2 = fold_inputs(2, 3, 6, 10, dtype, device)
     torch.library.opcheck(ops.filter_fold, (xhat2, filters2, 10, 2))
     torch.library.opcheck(ops.filter_fold_backward, (g, filters2, 2))
 
@@ -243,9 +233,9 @@ def test_constant_image_has_finite_gradients(ops, device, dtype):
     assert (x.grad == 0).all()
 
 
-def test_noncontiguous_and_conj_inputs(ops, device):
+def test_noncontiguous_and_conjfold_inputs(ops, device):
     H, W, k = 8, 6, 2
-    xhat, filters = _inputs(3, 4, H, W, torch.float64, device, hermitian=False)
+    xhat, filters = fold_inputs(3, 4, H, W, torch.float64, device, hermitian=False)
     xt = xhat.transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous, same values
     ft = filters.flip(0).contiguous().flip(0)[:, :, :]
     torch.testing.assert_close(ops.filter_fold(xt, ft, W, k),
@@ -257,7 +247,7 @@ def test_noncontiguous_and_conj_inputs(ops, device):
 
 
 def test_kernel_errors_are_clear(ops, device):
-    xhat, filters = _inputs(2, 3, 8, 6, torch.float64, device)
+    xhat, filters = fold_inputs(2, 3, 8, 6, torch.float64, device)
     with pytest.raises(RuntimeError, match="does not match filters dtype"):
         ops.filter_fold(xhat, filters.float(), 6, 2)
     with pytest.raises(RuntimeError, match="must divide"):
@@ -273,7 +263,7 @@ def test_kernel_errors_are_clear(ops, device):
 
 
 def test_public_api_dispatch_and_backend_arg(device, dtype):
-    xhat, filters = _inputs(2, 3, 8, 6, dtype, device)
+    xhat, filters = fold_inputs(2, 3, 8, 6, dtype, device)
     ref = filter_fold(xhat, filters, 6, 2, backend="reference")
     torch.testing.assert_close(ref, filter_fold_reference(xhat, filters, 6, 2))
     auto = filter_fold(xhat, filters.double(), 6, 2)  # filters follow xhat's precision
@@ -333,7 +323,7 @@ def test_backend_env(monkeypatch):
 def test_filter_fold_skips_zero_filter_blocks_correctly(ops, device, dtype, H, W, k):
     """Band-pass banks are exactly zero on most aliased blocks at coarse scales; the kernels
     skip those blocks: results (and gradients) must not change."""
-    xhat, filters = _inputs(5, 4, H, W, dtype, device, hermitian=False)
+    xhat, filters = fold_inputs(5, 4, H, W, dtype, device, hermitian=False)
     hk, wk = H // k, W // k
     g = torch.Generator().manual_seed(3)
     dead = torch.rand(4, k, k, generator=g) < 0.6
@@ -361,7 +351,7 @@ def test_modulus_maps_vjp_equals_autograd(device, backend):
 
     if backend == "compiled":
         _require_compiled(device)
-    xhat, filters = _inputs(3, 5, 12, 10, torch.float64, device)
+    xhat, filters = fold_inputs(3, 5, 12, 10, torch.float64, device)
     filters[1] = 0  # exactly zero maps: gradient 0, not NaN
     g = torch.randn(3, 5, 6, 5, dtype=torch.float64, device=device)
     got = modulus_maps_vjp(xhat, filters, 10, 2, g, backend=backend)
