@@ -730,7 +730,7 @@ class Synthesizer:
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)  # data only
         except Exception as e:  # corrupted / foreign file
             raise ValueError(f"cannot read checkpoint {path}: not a checkpoint written by "
                              f"difftransforms (torch.load said: {e})") from None
