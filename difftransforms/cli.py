@@ -1047,6 +1047,9 @@ def synthesize(
     check_output_path(output, force)
     if resume and checkpoint is None:
         raise UserError("--resume needs --checkpoint FILE (the file of the interrupted run)")
+    if checkpoint is not None and not checkpoint.parent.is_dir():
+        raise UserError(f"--checkpoint: folder {checkpoint.parent} does not exist; create it "
+                        "first (as for -o)")
     if checkpoint is not None and checkpoint.exists() and not resume and not force:
         raise UserError(f"checkpoint {checkpoint} already exists; pass --resume to continue "
                         "that run or --force to start over")
@@ -1255,6 +1258,9 @@ def stylize(
     check_output_path(output, force)
     if resume and checkpoint is None:
         raise UserError("--resume needs --checkpoint FILE (the file of the interrupted run)")
+    if checkpoint is not None and not checkpoint.parent.is_dir():
+        raise UserError(f"--checkpoint: folder {checkpoint.parent} does not exist; create it "
+                        "first (as for -o)")
     if checkpoint is not None and checkpoint.exists() and not resume and not force:
         raise UserError(f"checkpoint {checkpoint} already exists; pass --resume to continue "
                         "that run or --force to start over")

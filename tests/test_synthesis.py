@@ -369,6 +369,7 @@ def test_cli_synthesize_happy_path_and_resume(tmp_path: Path, example_png: Path)
         (["--resume"], "--checkpoint"),
         (["--model", "cnn", "--loss", "moments", "--size", "32"], "--loss gram|sw"),
         (["--model", "covariance", "--loss", "gram"], "--loss moments"),
+        (["--checkpoint", "/nonexistent-dir/x.ckpt"], "does not exist"),
     ],
 )
 def test_cli_synthesize_errors(tmp_path: Path, example_png: Path, args: list, match: str) -> None:
