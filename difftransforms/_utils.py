@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import torch
@@ -45,3 +46,14 @@ def check_finite(x: Tensor, name: str = "x") -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or infinity (one sync; use at API edges)."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; clean the input first")
+
+
+def as_int(v: object) -> int | None:
+    """``v`` as an int if it is an integer (Python or NumPy int, 0-d integer tensor), else
+    ``None`` (bools and floats too: no silent truncation)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -42,7 +42,6 @@ Exit codes: 0 success, 1 internal error, 2 user error (bad option, bad input, ex
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -423,6 +422,18 @@ def save_output(
     except (ValueError, OSError) as e:
         raise UserError(str(e)) from None
     return image
+
+
+def _check_checkpoint_args(checkpoint: Path | None, resume: bool, force: bool) -> None:
+    """--checkpoint / --resume / --force of synthesize and stylize, checked before any work."""
+    if resume and checkpoint is None:
+        raise UserError("--resume needs --checkpoint FILE (the file of the interrupted run)")
+    if checkpoint is not None and not checkpoint.parent.is_dir():
+        raise UserError(f"--checkpoint: folder {checkpoint.parent} does not exist; create it "
+                        "first (as for -o)")
+    if checkpoint is not None and checkpoint.exists() and not resume and not force:
+        raise UserError(f"checkpoint {checkpoint} already exists; pass --resume to continue "
+                        "that run or --force to start over")
 
 
 def _run_optimization(synth: Any, checkpoint: Path | None) -> Tensor:
@@ -839,16 +850,14 @@ def deconvolve(
         from difftransforms.fourier import (
             estimate_noise_std,
             gaussian_psf,
+            gaussian_psf_size,
             richardson_lucy,
             wiener_deconvolve,
         )
 
         h, w = x.shape[-2:]
-        if psf is not None:
-            kh, kw = psf.shape[-2:]
-        else:  # gaussian_psf's default size, checked before the kernel is built
-            sy, sx = psf_sigma if isinstance(psf_sigma, tuple) else (psf_sigma, psf_sigma)
-            kh, kw = 2 * math.ceil(4 * float(sy)) + 1, 2 * math.ceil(4 * float(sx)) + 1
+        # checked before a Gaussian kernel is built (a huge sigma would not fit in memory)
+        kh, kw = psf.shape[-2:] if psf is not None else gaussian_psf_size(psf_sigma)
         if kh > h or kw > w:
             size = f"{kh}x{kw}" if max(kh, kw) < 10**7 else "over 10^7 pixels wide"
             raise UserError(
@@ -1045,14 +1054,7 @@ def synthesize(
     from difftransforms.synthesis.engine import DEFAULT_STEPS
 
     check_output_path(output, force)
-    if resume and checkpoint is None:
-        raise UserError("--resume needs --checkpoint FILE (the file of the interrupted run)")
-    if checkpoint is not None and not checkpoint.parent.is_dir():
-        raise UserError(f"--checkpoint: folder {checkpoint.parent} does not exist; create it "
-                        "first (as for -o)")
-    if checkpoint is not None and checkpoint.exists() and not resume and not force:
-        raise UserError(f"checkpoint {checkpoint} already exists; pass --resume to continue "
-                        "that run or --force to start over")
+    _check_checkpoint_args(checkpoint, resume, force)
     if weights is not None and model.lower() != "vgg19":
         raise UserError("--weights is only used by --model vgg19")
     t0 = time.perf_counter()
@@ -1256,14 +1258,7 @@ def stylize(
     from difftransforms.synthesis.engine import DEFAULT_STEPS
 
     check_output_path(output, force)
-    if resume and checkpoint is None:
-        raise UserError("--resume needs --checkpoint FILE (the file of the interrupted run)")
-    if checkpoint is not None and not checkpoint.parent.is_dir():
-        raise UserError(f"--checkpoint: folder {checkpoint.parent} does not exist; create it "
-                        "first (as for -o)")
-    if checkpoint is not None and checkpoint.exists() and not resume and not force:
-        raise UserError(f"checkpoint {checkpoint} already exists; pass --resume to continue "
-                        "that run or --force to start over")
+    _check_checkpoint_args(checkpoint, resume, force)
     if weights is not None and model.lower() != "vgg19":
         raise UserError("--weights is only used by --model vgg19")
     t0 = time.perf_counter()

@@ -11,7 +11,13 @@ any device and are differentiable; each has a thin ``nn.Module`` twin where it m
 """
 
 from .deconv import psf_transfer, richardson_lucy, wiener_deconvolve
-from .gaussian import GaussianBlur, gaussian_blur, gaussian_kernel1d, gaussian_psf
+from .gaussian import (
+    GaussianBlur,
+    gaussian_blur,
+    gaussian_kernel1d,
+    gaussian_psf,
+    gaussian_psf_size,
+)
 from .unsharp import UnsharpMask, unsharp_mask
 from .wiener import WienerDenoise, estimate_noise_std, wiener_denoise
 
@@ -23,6 +29,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_kernel1d",
     "gaussian_psf",
+    "gaussian_psf_size",
     "psf_transfer",
     "richardson_lucy",
     "unsharp_mask",

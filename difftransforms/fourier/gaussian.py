@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from ._common import check_image, check_padding, extend, next_fast_len
 
-__all__ = ["GaussianBlur", "gaussian_blur", "gaussian_kernel1d", "gaussian_psf"]
+__all__ = ["GaussianBlur", "gaussian_blur", "gaussian_kernel1d", "gaussian_psf",
+           "gaussian_psf_size"]
 
 # Direct separable convolution is used by ``method="auto"`` when the two 1-D kernels have
 # at most this many taps together (measured on CPU, float32 8x3x512x512 with
@@ -133,6 +134,17 @@ def gaussian_kernel1d(sigma: float | Tensor, truncate: float = 4.0, *, dtype=Non
     return _kernels(s, r)[0]
 
 
+def gaussian_psf_size(sigma: float | tuple[float, float]) -> tuple[int, int]:
+    """Default ``(h, w)`` of :func:`gaussian_psf`: ``2 * ceil(4 * sigma) + 1`` per axis
+    (cheap: lets a caller check the size before building a huge kernel).
+
+    >>> gaussian_psf_size(1.5), gaussian_psf_size((1.0, 2.0))
+    ((13, 13), (9, 17))
+    """
+    sy, sx = sigma if isinstance(sigma, (tuple, list)) else (sigma, sigma)
+    return 2 * math.ceil(4 * float(sy)) + 1, 2 * math.ceil(4 * float(sx)) + 1
+
+
 def gaussian_psf(sigma: float | tuple[float, float], size: int | tuple[int, int] | None = None,
                  *, dtype=None, device=None) -> Tensor:
     """A 2-D Gaussian point-spread function of shape ``(h, w)`` that sums to one.
@@ -152,7 +164,7 @@ def gaussian_psf(sigma: float | tuple[float, float], size: int | tuple[int, int]
     dtype = dtype or torch.float32
     sy, sx = parse_sigma(sigma, dtype, device)
     if size is None:
-        size = (2 * math.ceil(4 * float(sy)) + 1, 2 * math.ceil(4 * float(sx)) + 1)
+        size = gaussian_psf_size((float(sy), float(sx)))
     elif isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     if (not isinstance(size, (tuple, list)) or len(size) != 2

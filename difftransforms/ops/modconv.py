@@ -28,11 +28,10 @@ Example (a real image, 4 filters, fold factor 2):
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
 
+from .._utils import as_int
 from . import _build
 from .modconv_reference import filter_fold_reference, full_spectrum, modulus_reference
 
@@ -67,12 +66,10 @@ def _use_compiled(device_type: str, backend: str | None) -> bool:
 
 def _as_int(v: object, name: str) -> int:
     """An integer argument (Python or NumPy int, 0-d integer tensor); no silent truncation."""
-    if isinstance(v, bool):
+    i = as_int(v)
+    if i is None:
         raise TypeError(f"filter_fold: {name} must be an integer, got {v!r}")
-    try:
-        return operator.index(v)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"filter_fold: {name} must be an integer, got {v!r}") from None
+    return i
 
 
 def _check_fold_args(xhat: Tensor, filters: Tensor, width: int, k: int) -> Tensor:

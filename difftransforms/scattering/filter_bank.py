@@ -32,11 +32,12 @@ grid are zeroed and the rest wrapped onto the ``(M/2^r, N/2^r)`` grid.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .._utils import as_int
 
 __all__ = [
     "MorletFilterBank",
@@ -53,19 +54,9 @@ _TAIL = 36.0
 _KYMATIO_PI = 3.1415
 
 
-def _index(v: object) -> int | None:
-    """``v`` as an int (Python or NumPy integer), ``None`` for anything else (bools too)."""
-    if isinstance(v, bool):
-        return None
-    try:
-        return operator.index(v)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
 def _check_shape(shape: tuple[int, int] | list[int]) -> tuple[int, int]:
     try:
-        vals = [_index(s) for s in shape]
+        vals = [as_int(s) for s in shape]
     except TypeError:
         vals = []
     if len(vals) != 2 or any(v is None or v < 1 for v in vals):
@@ -74,7 +65,7 @@ def _check_shape(shape: tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 def _check_int(v: object, name: str) -> int:
-    i = _index(v)
+    i = as_int(v)
     if i is None or i < 1:
         raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     return i
